@@ -1,0 +1,3 @@
+"""genbench harness: CLI, registries, datasets, runner, records."""
+
+__version__ = "0.1.0"

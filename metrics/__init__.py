@@ -1,0 +1,1 @@
+"""genbench metrics: feature extractors and pure metric math (one metric per file)."""

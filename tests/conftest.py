@@ -1,0 +1,26 @@
+"""Shared test configuration: every test runs offline and away from the user's caches."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory):
+    """Point every cache at a per-run temp dir, so nothing reads or writes ~/.cache."""
+    root = tmp_path_factory.mktemp("caches")
+    saved = {k: os.environ.get(k) for k in ("TORCH_HOME", "HF_HOME", "HF_HUB_OFFLINE", "GENBENCH_CACHE", "GENBENCH_OFFLINE", "GENBENCH_INCEPTION_WEIGHTS")}
+    os.environ["TORCH_HOME"] = str(root / "torch")
+    os.environ["HF_HOME"] = str(root / "hf")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["GENBENCH_CACHE"] = str(root / "genbench")
+    os.environ["GENBENCH_OFFLINE"] = "1"
+    os.environ.pop("GENBENCH_INCEPTION_WEIGHTS", None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
