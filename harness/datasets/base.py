@@ -1,0 +1,90 @@
+"""The in-memory :class:`Dataset` every loader returns, and the loader call signature.
+
+Conventions (checked in ``Dataset.__post_init__``):
+
+* images: ``x`` is ``uint8 [N, C, H, W]`` with ``C`` = 1 (grayscale) or 3 (RGB), values 0..255;
+* tabular / 2-D toy data: ``x`` is ``float32 [N, D]`` in the data's own units;
+* ``labels`` is ``int64 [N]`` or ``None``.
+
+Treat ``x`` as immutable: ``content_hash`` is computed once and cached on the instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal, Protocol
+
+import numpy as np
+
+DatasetKind = Literal["image", "tabular"]
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A fully loaded dataset (or set of generated samples) with its provenance.
+
+    Attributes:
+        name: the registry name (``"mnist5k-train"``) or the path spec it was loaded from.
+        x: images ``uint8 [N, C, H, W]`` (C = 1 or 3) or tabular ``float32 [N, D]``.
+        labels: class labels ``int64 [N]``, or ``None`` when the source has none.
+        kind: ``"image"`` or ``"tabular"``.
+        source: human-readable provenance (package version and rows, or a file path).
+    """
+
+    name: str
+    x: np.ndarray
+    labels: np.ndarray | None
+    kind: DatasetKind
+    source: str
+
+    def __post_init__(self) -> None:
+        x = self.x
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"dataset {self.name!r}: x must be a numpy array, got {type(x).__name__}")
+        if self.kind == "image":
+            if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3):
+                raise ValueError(
+                    f"dataset {self.name!r}: images must be uint8 [N, C, H, W] with C = 1 or 3, "
+                    f"got {x.dtype} {list(x.shape)}"
+                )
+        elif self.kind == "tabular":
+            if x.dtype != np.float32 or x.ndim != 2:
+                raise ValueError(f"dataset {self.name!r}: tabular data must be float32 [N, D], got {x.dtype} {list(x.shape)}")
+        else:
+            raise ValueError(f"dataset {self.name!r}: kind must be 'image' or 'tabular', got {self.kind!r}")
+        if x.shape[0] == 0:
+            raise ValueError(f"dataset {self.name!r} is empty (0 samples); source: {self.source}")
+        labels = self.labels
+        if labels is not None and (labels.dtype != np.int64 or labels.shape != (x.shape[0],)):
+            raise ValueError(
+                f"dataset {self.name!r}: labels must be int64 [{x.shape[0]}] (one per sample), "
+                f"got {labels.dtype} {list(labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @cached_property
+    def content_hash(self) -> str:
+        """sha256 hex digest of (kind, dtype, shape, raw bytes of ``x``); labels and names are not hashed."""
+        digest = hashlib.sha256(f"{self.kind}|{self.x.dtype.str}|{tuple(self.x.shape)}|".encode())
+        digest.update(memoryview(np.ascontiguousarray(self.x)).cast("B"))
+        return digest.hexdigest()
+
+    def __repr__(self) -> str:
+        labels = "None" if self.labels is None else f"int64{list(self.labels.shape)}"
+        return (
+            f"Dataset(name={self.name!r}, kind={self.kind!r}, x={self.x.dtype}{list(self.x.shape)}, "
+            f"labels={labels}, source={self.source!r})"
+        )
+
+
+class DatasetLoader(Protocol):
+    """What ``DATASETS`` holds: ``loader(num_samples=..., seed=...) -> Dataset``.
+
+    ``num_samples`` and ``seed`` only affect generated (toy) sets; fixed sets ignore them.
+    """
+
+    def __call__(self, *, num_samples: int | None, seed: int) -> Dataset: ...

@@ -1,0 +1,78 @@
+"""``.npz`` archives of images or samples, e.g. the sample files written by guided-diffusion (ADM).
+
+The data array is the first of ``arr_0`` (ADM convention), ``x``, ``images``, ``samples`` present.
+Labels, optional, come from ``labels``, ``y`` or, alongside ``arr_0``, ``arr_1`` (ADM's
+class-conditional files). Accepted data layouts:
+
+* ``uint8 [N, H, W, C]`` (NHWC) or ``uint8 [N, C, H, W]`` (NCHW) with C = 1 or 3 -> images.
+  When both dim 1 and the last dim are 1 or 3 the layout is ambiguous and rejected.
+* a float or signed-integer ``[N, D]`` array -> tabular ``float32 [N, D]``.
+
+Archives are read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from harness.datasets.base import Dataset, DatasetKind
+
+DATA_KEYS = ("arr_0", "x", "images", "samples")
+LABEL_KEYS = ("labels", "y")
+_LAYOUTS = "uint8 images [N, H, W, C] or [N, C, H, W] with C = 1 or 3, or float samples [N, D]"
+
+
+def _to_dataset_array(arr: np.ndarray, where: str) -> tuple[np.ndarray, DatasetKind]:
+    """Return (x, kind) in the Dataset convention, or raise ValueError describing the problem."""
+    if arr.dtype == np.uint8 and arr.ndim == 4:
+        nchw, nhwc = arr.shape[1] in (1, 3), arr.shape[3] in (1, 3)
+        if nchw and nhwc:
+            raise ValueError(
+                f"{where}: shape {list(arr.shape)} is ambiguous (NCHW or NHWC?); "
+                "save images whose height and width are not 1 or 3, or a directory of PNGs"
+            )
+        if nhwc:
+            return np.ascontiguousarray(arr.transpose(0, 3, 1, 2)), "image"
+        if nchw:
+            return arr, "image"
+    elif arr.ndim == 2 and (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.signedinteger)):
+        return arr.astype(np.float32), "tabular"
+    elif arr.ndim == 4 and np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(
+            f"{where}: float images {list(arr.shape)} have no agreed value range; convert to uint8 0..255 "
+            "first, e.g. np.clip(np.rint(x * 255), 0, 255).astype(np.uint8) for x in [0, 1]"
+        )
+    raise ValueError(f"{where}: unsupported array {arr.dtype} {list(arr.shape)}; expected {_LAYOUTS}")
+
+
+def _read(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as e:  # object arrays (need pickle) or a corrupt member
+        raise ValueError(f"{path}[{key!r}]: cannot read array ({e}); save plain numeric arrays") from e
+
+
+def load_npz(path: Path, name: str) -> Dataset:
+    """Load images or tabular samples (and optional labels) from an ``.npz`` file."""
+    with open(path, "rb") as f:
+        if f.read(2) != b"PK":
+            raise ValueError(f"{path}: not an .npz (zip) archive; write one with np.savez(path, arr_0=x)")
+    with np.load(path, allow_pickle=False) as archive:
+        keys = list(archive.files)
+        data_key = next((k for k in DATA_KEYS if k in keys), None)
+        if data_key is None:
+            found = ", ".join(keys) or "(none)"
+            raise ValueError(f"{path}: no data array; looked for keys {', '.join(DATA_KEYS)} but found {found}")
+        x, kind = _to_dataset_array(_read(archive, data_key, path), f"{path}[{data_key!r}]")
+        label_keys = LABEL_KEYS + (("arr_1",) if data_key == "arr_0" else ())
+        label_key = next((k for k in label_keys if k in keys), None)
+        labels = None if label_key is None else _read(archive, label_key, path)
+    if labels is not None:
+        if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (x.shape[0],):
+            got = f"{labels.dtype} {list(labels.shape)}"
+            raise ValueError(f"{path}[{label_key!r}]: labels must be integers [{x.shape[0]}], got {got}")
+        labels = labels.astype(np.int64)
+    source = f"{path} (npz key {data_key!r}" + (f", labels {label_key!r})" if label_key else ")")
+    return Dataset(name=name, x=x, labels=labels, kind=kind, source=source)
