@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-<>]*$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._\-<>]*$")
 
 
 class RegistryError(KeyError):
@@ -55,7 +55,10 @@ class Registry(Generic[T]):
     def register(self, name: str, obj: T | str, *, description: str = "") -> None:
         """Register ``obj`` (or a lazy ``"module:attr"`` string) under ``name``."""
         if not _NAME.match(name):
-            raise ValueError(f"{self.kind} name {name!r} must be lower-case kebab-case, e.g. 'mnist5k-train'")
+            raise ValueError(
+                f"{self.kind} name {name!r} must be lower case: letters, digits, '-' (e.g. 'mnist5k-train'), "
+                "or '_' for metric keys (e.g. 'elbo_bpd')"
+            )
         if name in self._entries:
             raise RegistryError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = obj
