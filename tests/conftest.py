@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run: CI must not turn red by chance.
+settings.register_profile("genbench", derandomize=True, deadline=None)
+settings.load_profile("genbench")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -24,3 +29,11 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def inception_weights_path(tmp_path_factory: pytest.TempPathFactory):
+    """Seeded random FID-Inception weights (~96 MB), built once per session; see tests/inception_weights.py."""
+    from inception_weights import make_random_inception_weights
+
+    return make_random_inception_weights(tmp_path_factory.mktemp("inception") / "random-inception.pth")

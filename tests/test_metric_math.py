@@ -121,7 +121,7 @@ def test_frechet_distance_validates_inputs() -> None:
 # ---------------------------------------------------------------- GaussianStats
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 2**32 - 1),
     n=st.integers(2, 60),
@@ -143,7 +143,8 @@ def test_gaussian_stats_independent_of_batching(seed: int, n: int, d: int, cuts:
     expected_cov = np.cov(x, rowvar=False, ddof=1).reshape(d, d)
     for stats in (streamed, merged):
         assert stats.n == n
-        np.testing.assert_allclose(stats.mean, x.mean(axis=0), rtol=1e-13)
+        # Means can be ~0: bound the error by the data's scale, not by the mean itself.
+        np.testing.assert_allclose(stats.mean, x.mean(axis=0), rtol=1e-13, atol=1e-14 * (1.0 + offset))
         np.testing.assert_allclose(stats.cov, expected_cov, rtol=1e-10, atol=1e-10 * np.abs(expected_cov).max())
 
 
