@@ -5,6 +5,7 @@
   Tipping & Bishop 1999) with a free Gaussian encoder, so log p(x) is exact *and* the ELBO/IWAE
   bounds are non-trivial (their gap is the encoder's mismatch with the true posterior).
 * :class:`UniformCategorical` — the uniform pmf over K levels: exactly log2(K) bits/dim.
+* :class:`GaussianVPFlow` — the exact VP-SDE probability flow of a known Gaussian: PF-ODE bits/dim = truth.
 
 Parameters are initialised from a ``torch.Generator`` seeded by the ``seed`` argument (never
 the global RNG) and are float64 by default, so exact values are exact to ~1e-12. Inputs of any
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from harness.protocols import DataSpec
 from harness.rng import BatchRNG
 
-__all__ = ["AffineFlow", "LinearGaussianVAE", "UniformCategorical"]
+__all__ = ["AffineFlow", "GaussianVPFlow", "LinearGaussianVAE", "UniformCategorical"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -207,3 +208,45 @@ class UniformCategorical(nn.Module):
         """int64 [n, *shape], uniform levels."""
         _check_rng(n, rng)
         return rng.randint(self.num_categories, self.data_spec.shape)
+
+
+class GaussianVPFlow(nn.Module):
+    """Exact VP-SDE probability flow of the known Gaussian ``gaussian-<dim>`` (harness.datasets).
+
+    Data x ~ N(μ, Σ) with Σ = Q diag(λ) Qᵀ, diffused by the VP SDE with β(t) = β_min + t(β_max − β_min)
+    (Song et al. 2021, eq. 11). The marginal at t is N(α(t)μ, α(t)²Σ + (1 − α(t)²)I) with
+    α(t) = exp(−½∫₀ᵗβ), so the score is exact and the PF-ODE drift (Song et al. 2021, eq. 13) is
+    f(x, t) = −½β(t)(x + ∇log p_t(x)). ``prior_log_prob`` is the exact marginal at t = 1 (not
+    N(0, I), whose mean is off by α(1)μ ≈ 6.6e-3·μ): the PF-ODE likelihood of this model *is* the
+    data density, a closed-form truth for the likelihood estimators.
+    """
+
+    def __init__(self, dim: int, *, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
+        super().__init__()
+        from harness.datasets import gaussian_density
+
+        density = gaussian_density(dim)
+        lam, q = torch.linalg.eigh(torch.tensor(density.cov, dtype=torch.float64))
+        self.register_buffer("mu", torch.tensor(density.mean, dtype=torch.float64))
+        self.register_buffer("lam", lam)
+        self.register_buffer("q", q)
+        self.beta_min, self.beta_max = beta_min, beta_max
+        self.t_span = (0.0, 1.0)
+        self.data_spec = DataSpec((dim,), "continuous")
+
+    def _alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(-0.5 * (self.beta_min * t + 0.5 * t**2 * (self.beta_max - self.beta_min)))
+
+    def ode_drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """[B, dim], t [B] -> dx/dt [B, dim]."""
+        xf, t = x.to(torch.float64), t.to(torch.float64)
+        beta, a = (self.beta_min + t * (self.beta_max - self.beta_min))[:, None], self._alpha(t)[:, None]
+        score = -(((xf - a * self.mu) @ self.q) / (a**2 * self.lam + 1 - a**2)) @ self.q.T
+        return (-0.5 * beta * (xf + score)).to(x.dtype)
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """log N(z; α(1)μ, α(1)²Σ + (1 − α(1)²)I), [B] nats."""
+        a = self._alpha(torch.tensor(1.0, dtype=torch.float64))
+        var = a**2 * self.lam + 1 - a**2
+        u = (z.to(torch.float64) - a * self.mu) @ self.q
+        return -0.5 * ((u**2 / var).sum(-1) + torch.log(var).sum() + u.shape[-1] * _LOG_2PI)

@@ -1,0 +1,50 @@
+"""The ``genbench`` command: one module per subcommand, each with ``add_parser`` and ``run``.
+
+Exit codes: 0 success, 1 a check failed (later: drift), 2 bad input or usage. Expected errors
+(bad input, missing files or weights) print one readable ``error:`` line, never a traceback;
+``GENBENCH_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from harness import __version__
+from harness.cli import eval as eval_model
+from harness.cli import eval_samples, ls
+from harness.registry import RegistryError
+
+SUBCOMMANDS = {"eval": eval_model, "eval-samples": eval_samples, "ls": ls}
+
+USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, RegistryError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="genbench",
+        description="Benchmark and evaluation harness for generative models.",
+    )
+    parser.add_argument("--version", action="version", version=f"genbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in SUBCOMMANDS.items():
+        module.add_parser(sub, name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(SUBCOMMANDS[args.command].run(args) or 0)
+    except USAGE_ERRORS as err:
+        if os.environ.get("GENBENCH_DEBUG"):
+            raise
+        print(f"genbench {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130

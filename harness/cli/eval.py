@@ -1,0 +1,87 @@
+"""``genbench eval``: evaluate a model (checkpoint, entry point or registered name) on a data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from harness.cli.eval_samples import format_table
+from harness.convert import ROUNDING
+from harness.eval_samples import RESIZE_PROTOCOLS
+from harness.runner import MODEL_METRICS, SAMPLE_METRICS, ModelEvalConfig, evaluate_model
+from harness.store.records import write_record
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="every applicable metric of a model on a data set")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="PATH", help="a genbench checkpoint (.pt)")
+    src.add_argument("--entry", metavar="MODULE:FACTORY", help="import MODULE (or FILE.py) and call FACTORY()")
+    src.add_argument("--model", metavar="NAME", help="a registered model (genbench ls models)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="argument for the entry factory or registered model (repeatable; VALUE parsed as JSON if it can be)")
+    p.add_argument("--dataset", required=True, metavar="NAME_OR_PATH", help="reference / evaluation data")
+    p.add_argument("--metrics", default=None,
+                   help=f"comma-separated subset of {','.join((*SAMPLE_METRICS, *MODEL_METRICS))} (default: all applicable)")
+    p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples drawn and data rows used")
+    p.add_argument("--sampler", default=None, metavar="NAME", help="passed to model.sample(sampler=...)")
+    p.add_argument("--steps", type=int, default=None, metavar="K", help="passed to model.sample(steps=...)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--feature-extractor", default=None, metavar="NAME")
+    p.add_argument("--inception-weights", default=None, metavar="FILE")
+    p.add_argument("--resize", default="tf-bilinear", choices=RESIZE_PROTOCOLS)
+    p.add_argument("--rounding", default="round", choices=ROUNDING, help="model output to uint8 rule")
+    p.add_argument("--num-importance", type=int, default=50, metavar="K", help="IWAE k")
+    p.add_argument("--ode-divergence", default="hutchinson", choices=("hutchinson", "exact"))
+    p.add_argument("--ode-probe", default="rademacher", choices=("rademacher", "gaussian"))
+    p.add_argument("--ode-probes", type=int, default=1, help="Hutchinson probes per example")
+    p.add_argument("--ode-solver", default="dopri5", choices=("dopri5", "euler", "heun", "rk4"))
+    p.add_argument("--ode-rtol", type=float, default=1e-5)
+    p.add_argument("--ode-atol", type=float, default=1e-5)
+    p.add_argument("--ode-steps", type=int, default=100, help="fixed-step solvers only")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--json", default=None, metavar="OUT")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(command=name)
+
+
+def parse_model_args(items: list[str]) -> tuple[tuple[str, Any], ...]:
+    """``["path=/x", "dim=4"]`` -> (("path", "/x"), ("dim", 4)); values are JSON where they parse."""
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-arg {item!r} must look like KEY=VALUE")
+        try:
+            parsed: Any = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        pairs.append((key, parsed))
+    return tuple(pairs)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = ModelEvalConfig(
+        dataset=args.dataset, checkpoint=args.checkpoint, entry=args.entry, model=args.model,
+        model_args=parse_model_args(args.model_arg),
+        metrics=None if args.metrics is None else tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+        num_samples=args.num_samples, sampler=args.sampler, steps=args.steps, seed=args.seed, device=args.device,
+        batch_size=args.batch_size, feature_extractor=args.feature_extractor, inception_weights=args.inception_weights,
+        resize=args.resize, rounding=args.rounding, num_importance=args.num_importance,
+        ode_divergence=args.ode_divergence, ode_probe=args.ode_probe, ode_num_probes=args.ode_probes,
+        ode_solver=args.ode_solver, ode_rtol=args.ode_rtol, ode_atol=args.ode_atol, ode_steps=args.ode_steps,
+        use_cache=not args.no_cache,
+    )
+    record = evaluate_model(cfg, progress=not args.quiet and sys.stderr.isatty(), argv=sys.argv)
+    model = record["model"]
+    print(f"model    {model['name']}  [{', '.join(model['capabilities'])}]")
+    print(f"dataset  {record['data']['dataset']['name']}  n={record['data']['dataset']['selection']['n_used']}")
+    print(f"time     {record['run']['wall_time_s']:.1f} s\n")
+    print(format_table(record))
+    if args.json:
+        print(f"\nrecord written to {write_record(args.json, record)}")
+    return 0
