@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -32,7 +33,7 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def inception_weights_path(tmp_path_factory: pytest.TempPathFactory):
+def inception_weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Seeded random FID-Inception weights (~96 MB), built once per session; see tests/inception_weights.py."""
     from inception_weights import make_random_inception_weights
 

@@ -1,0 +1,117 @@
+"""One feature pass over a data set: features, logits and streaming Gaussian statistics.
+
+Reference sets are cached by content (see ``harness.cache``): the key holds the data's content
+hash, the rows used and the extractor's full protocol (weights sha256, resize, channels).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness import cache
+from harness.datasets import Dataset
+from metrics.features import FeatureExtractor
+from metrics.fid import GaussianStats
+
+log = logging.getLogger(__name__)
+
+CACHE_KIND = "features-v1"
+
+# Protocol fields that describe where the weights were found or which inputs were seen so far,
+# not what the features are: left out of the cache key (the weights' sha256 stays in).
+_NOT_IN_CACHE_KEY = frozenset({"weights_path", "weights_source", "channels", "resized_from"})
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Everything the sample metrics need from one data set.
+
+    Attributes:
+        features: float32 [N, d] (kept for KID and the k-NN metrics).
+        logits: float32 [N, K] class logits, or None when the extractor has none.
+        stats: float64 streaming mean and covariance of ``features`` (for FID).
+        cached: whether this came from the cache.
+    """
+
+    features: np.ndarray
+    logits: np.ndarray | None
+    stats: GaussianStats
+    cached: bool = False
+
+
+def extract_features(
+    data: Dataset,
+    extractor: FeatureExtractor,
+    *,
+    batch_size: int,
+    desc: str,
+    progress: bool = True,
+) -> FeatureSet:
+    """Run ``extractor`` over ``data.x`` in batches; fail on non-finite features."""
+    n = len(data)
+    features = np.empty((n, extractor.feature_dim), dtype=np.float32)
+    logits = np.empty((n, extractor.num_classes), dtype=np.float32) if extractor.num_classes else None
+    stats = GaussianStats()
+    with torch.inference_mode():
+        for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+            batch = torch.from_numpy(np.ascontiguousarray(data.x[start : start + batch_size]))
+            out = extractor(batch)
+            feats = out["features"].detach().to("cpu", torch.float32).numpy()
+            if not np.isfinite(feats).all():
+                raise ValueError(
+                    f"feature extractor {extractor.name!r} produced NaN/Inf features for rows "
+                    f"{start}..{start + len(batch) - 1} of {data.name!r}; check the input values "
+                    "and the extractor weights"
+                )
+            features[start : start + len(batch)] = feats
+            stats.update(feats)
+            if logits is not None:
+                logits[start : start + len(batch)] = out["logits"].detach().to("cpu", torch.float32).numpy()
+    return FeatureSet(features=features, logits=logits, stats=stats)
+
+
+def reference_cache_description(data: Dataset, extractor: FeatureExtractor, selection: dict[str, Any]) -> dict[str, Any]:
+    """What cached reference features depend on (hashed into the cache key)."""
+    return {
+        "kind": CACHE_KIND,
+        "data_content_hash": data.content_hash,
+        "selection": selection,
+        "extractor": {k: v for k, v in extractor.protocol().items() if k not in _NOT_IN_CACHE_KEY},
+    }
+
+
+def extract_reference_features(
+    data: Dataset,
+    extractor: FeatureExtractor,
+    *,
+    selection: dict[str, Any],
+    batch_size: int,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> FeatureSet:
+    """Like ``extract_features`` but served from, and written to, the content-addressed cache."""
+    description = reference_cache_description(data, extractor, selection)
+    key = cache.cache_key(description)
+    if use_cache:
+        hit = cache.load(CACHE_KIND, key)
+        if hit is not None and hit["features"].shape == (len(data), extractor.feature_dim):
+            log.info("reference features for %s served from cache %s", data.name, key[:12])
+            logits = hit.get("logits")
+            return FeatureSet(
+                features=hit["features"],
+                logits=logits if logits is not None and logits.size else None,
+                stats=GaussianStats.from_dict({k[6:]: v for k, v in hit.items() if k.startswith("stats_")}),
+                cached=True,
+            )
+    result = extract_features(data, extractor, batch_size=batch_size, desc=f"features {data.name}", progress=progress)
+    if use_cache:
+        arrays = {"features": result.features, "logits": result.logits if result.logits is not None else np.empty(0)}
+        arrays.update({f"stats_{k}": np.asarray(v) for k, v in result.stats.to_dict().items()})
+        cache.store(CACHE_KIND, key, arrays, description)
+    return result

@@ -1,0 +1,99 @@
+"""Run records: one JSON file per run, schema-versioned, written atomically.
+
+A record carries what is needed to reproduce and to compare each number: the run (id, git sha,
+library versions, device, wall time, command line), the data (spec, content hash, rows used), the
+feature extractor's protocol, and per metric ``{"value": ..., protocol fields}``; metrics that
+could not run are listed under ``skipped`` with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from harness.atomic import write_json
+
+SCHEMA = "genbench.record/1"
+
+_VERSIONED = ("genbench", "torch", "torchvision", "numpy", "scipy", "torch-fidelity", "clean-fid")
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the packages a number can depend on (None when absent)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_sha() -> str | None:
+    """The commit of the genbench checkout this code runs from, or None (installed, no git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def run_info(*, device: str, wall_time_s: float, argv: list[str] | None = None) -> dict[str, Any]:
+    """The ``run`` section of a record."""
+    return {
+        "id": uuid.uuid4().hex,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": git_sha(),
+        "versions": library_versions(),
+        "device": device,
+        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "wall_time_s": round(wall_time_s, 3),
+        "argv": list(sys.argv if argv is None else argv),
+    }
+
+
+def write_record(path: str | os.PathLike[str], record: dict[str, Any]) -> Path:
+    """Validate the record's top level and write it atomically; returns the path."""
+    validate_record(record)
+    write_json(path, record)
+    return Path(path)
+
+
+def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate a record; errors name the file and what is wrong."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"record {path} does not exist") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"record {path} is not readable JSON: {err}") from None
+    try:
+        validate_record(record)
+    except ValueError as err:
+        raise ValueError(f"record {path}: {err}") from None
+    return record
+
+
+def validate_record(record: Any) -> None:
+    """Check the fields every record must have; raise ValueError naming the first problem."""
+    if not isinstance(record, dict):
+        raise ValueError("a record must be a JSON object")
+    if record.get("schema") != SCHEMA:
+        raise ValueError(f"unknown record schema {record.get('schema')!r}; expected {SCHEMA!r}")
+    for field in ("kind", "run", "data", "metrics", "skipped"):
+        if field not in record:
+            raise ValueError(f"missing field {field!r}")
+    for key, entry in record["metrics"].items():
+        if not isinstance(entry, dict) or "value" not in entry:
+            raise ValueError(f"metric {key!r} must be an object with a 'value'")
