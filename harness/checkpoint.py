@@ -3,7 +3,8 @@
 A genbench checkpoint is a ``torch.save`` file of one dict::
 
     {"format": "genbench.checkpoint/1", "model": name, "config": {...JSON...},
-     "state_dict": {name: Tensor}, "meta": {...JSON...}}
+     "state_dict": {name: Tensor}, "meta": {...JSON...},
+     "training_state": {...}}   # optional: optimizer states, raw weights under EMA, step, RNG state
 
 It holds only tensors and JSON values, so :func:`load_checkpoint` reads it with
 ``torch.load(weights_only=True)``: a file that would need arbitrary classes is refused, never
@@ -47,6 +48,7 @@ class Checkpoint:
     meta: dict[str, Any]
     sha256: str
     path: str
+    training_state: dict[str, Any] | None = None
 
 
 def _json_copy(value: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -66,8 +68,13 @@ def _sha256(path: Path) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike[str], *, model_name: str, config: Mapping[str, Any],
-                    state_dict: Mapping[str, Tensor], meta: Mapping[str, Any]) -> str:
+                    state_dict: Mapping[str, Tensor], meta: Mapping[str, Any],
+                    training_state: Mapping[str, Any] | None = None) -> str:
     """Write a genbench checkpoint atomically; return the sha256 hex digest of the file.
+
+    ``state_dict`` holds the weights to evaluate (the EMA weights where training keeps an EMA).
+    ``training_state`` (optional) holds what resuming needs: optimizer state dicts, raw weights,
+    step, RNG state; only tensors, numbers, strings, lists and dicts (weights_only-loadable).
 
     Raises:
         ValueError: config/meta not JSON-serialisable, or a state_dict value that is not a tensor.
@@ -77,6 +84,8 @@ def save_checkpoint(path: str | os.PathLike[str], *, model_name: str, config: Ma
         raise ValueError(f"state_dict must map str names to tensors; bad entries: {bad[:5]}")
     payload = {"format": FORMAT, "model": str(model_name), "config": _json_copy(config, "config"),
                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "meta": _json_copy(meta, "meta")}
+    if training_state is not None:
+        payload["training_state"] = dict(training_state)
     target = Path(path)
     with atomic_open(target) as handle:
         torch.save(payload, handle)
@@ -135,4 +144,5 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                          "not name -> tensor, or a config/meta that is not a dict; re-save it with "
                          "harness.checkpoint.save_checkpoint")
     return Checkpoint(model_name=str(data["model"]), config=dict(data["config"]), state_dict=dict(state),
-                      meta=dict(data["meta"]), sha256=_sha256(source), path=str(source))
+                      meta=dict(data["meta"]), sha256=_sha256(source), path=str(source),
+                      training_state=data.get("training_state"))

@@ -29,6 +29,7 @@ class ModelEntry:
     family: str
     factory: str  # lazy "module:attr"
     description: str
+    tiny_config: dict[str, Any] | None = None  # a seconds-sized config for the contract test (trainable models)
 
     def build(self, config: dict[str, Any] | None = None) -> Any:
         module_name, _, attr = self.factory.partition(":")
@@ -51,6 +52,18 @@ for _entry in (
                "a diffusers UNet2DModel + scheduler saved with save_pretrained (--model-arg path=DIR); needs genbench[diffusers]"),
 ):
     MODELS.register(_entry.name, _entry, description=f"[{_entry.family}] {_entry.description}")
+
+
+def register_model(entry: ModelEntry) -> None:
+    """Add a model family member to the registry (baselines register themselves from BASELINES below)."""
+    MODELS.register(entry.name, entry, description=f"[{entry.family}] {entry.description}")
+
+
+# Trainable baselines (issue 4): each module lists its ModelEntry objects in a ``REGISTRY`` tuple.
+BASELINE_MODULES: tuple[str, ...] = ()
+for _module in BASELINE_MODULES:
+    for _entry in importlib.import_module(_module).REGISTRY:
+        register_model(_entry)
 
 
 def build_registered(name: str, config: dict[str, Any] | None = None) -> Any:

@@ -14,12 +14,12 @@ import sys
 
 from harness import __version__
 from harness.cli import eval as eval_model
-from harness.cli import eval_samples, ls
+from harness.cli import eval_samples, ls, train
 from harness.registry import RegistryError
 
-SUBCOMMANDS = {"eval": eval_model, "eval-samples": eval_samples, "ls": ls}
+SUBCOMMANDS = {"eval": eval_model, "eval-samples": eval_samples, "ls": ls, "train": train}
 
-USAGE_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, RegistryError)
+USAGE_ERRORS = (ValueError, FloatingPointError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, RegistryError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,207 @@
+"""``genbench train``: one loop for every baseline family, with EMA, checkpoints and resume.
+
+A trainable model implements :class:`Trainable`: it builds its own optimizers and performs one
+optimisation step on a batch (a GAN does its critic and generator updates inside one step). The
+harness owns everything around it: seeded minibatches, the data-to-model-space conversion, an
+exponential moving average of the weights where the model asks for one (``ema_decay``), a
+progress bar, periodic and final self-describing checkpoints, and resume.
+
+Data reaches ``training_step`` in model space (:func:`data_to_model`): 8-bit images become floats
+in ``data_spec.value_range`` (continuous models dequantize themselves if they need to), or integer
+levels for discrete models; 2-D and tabular rows are float32 as stored.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from harness.checkpoint import load_checkpoint, save_checkpoint
+from harness.datasets import load_dataset
+from harness.protocols import DataSpec
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """What ``genbench train`` needs from a model (an ``nn.Module`` with a ``data_spec``).
+
+    Optional attributes: ``ema_decay: float | None`` (the harness keeps an EMA of the weights and
+    evaluates / saves it), ``default_batch_size: int``, ``default_steps: int``.
+    """
+
+    data_spec: DataSpec
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]: ...
+
+    # All randomness of a step (noise, timesteps, masks) must be drawn from ``generator`` (on the
+    # CPU, then moved), so that a run is reproducible and a resumed run continues identically.
+    def training_step(self, batch: Tensor, *, step: int, optimizers: list[torch.optim.Optimizer],
+                      generator: torch.Generator) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of ``genbench train`` (the model's own hyper-parameters live in its config)."""
+
+    model: str
+    dataset: str
+    out: str
+    steps: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_every: int = 0  # 0: only the final checkpoint
+    resume: str | None = None
+    num_train: int | None = None  # rows drawn for generated (toy) sets; default 10,000
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+
+def data_to_model(x: np.ndarray | Tensor, spec: DataSpec) -> Tensor:
+    """A data batch (uint8 images [B, C, H, W] or float rows [B, D]) in the model's space."""
+    x = torch.as_tensor(x)
+    if x.dtype != torch.uint8:
+        return x.to(torch.float32)
+    if spec.kind == "discrete":
+        levels = spec.num_categories or 256
+        if levels == 256:
+            return x.to(torch.int64)
+        if levels == 2:
+            return (x >= 128).to(torch.int64)
+        raise ValueError(f"no rule maps 8-bit pixels to {levels} categories; use 2 or 256")
+    lo, hi = spec.value_range
+    return lo + x.to(torch.float32) * ((hi - lo) / 255.0)
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point parameters and buffers."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for ema_v, v in zip(self.shadow.state_dict().values(), module.state_dict().values()):
+            if ema_v.dtype.is_floating_point:
+                ema_v.lerp_(v, 1.0 - self.decay)
+            else:
+                ema_v.copy_(v)
+
+
+def _config_dict(model: Any) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    if config is None:
+        return {}
+    return asdict(config) if is_dataclass(config) else dict(config)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless shuffled minibatch indices from a seeded generator (epoch after epoch)."""
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for lo in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
+            yield perm[lo : lo + batch_size]
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    build: Callable[[], nn.Module] | None = None,
+    model_config: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.dataset``; write checkpoints; return a summary.
+
+    ``build`` overrides the registry (tests); ``model_config`` is passed to the registered factory.
+    """
+    from harness.models import MODELS, build_registered
+
+    start_time = time.perf_counter()
+    resume = load_checkpoint(cfg.resume) if cfg.resume else None
+    if resume is not None and resume.training_state is None:
+        raise ValueError(f"{cfg.resume} has no training state (it is an evaluation-only checkpoint); cannot resume")
+    config = dict(resume.config) if resume is not None else dict(model_config or {})
+    model = build() if build is not None else build_registered(cfg.model, config)
+    if not isinstance(model, Trainable) or not isinstance(model, nn.Module):
+        raise TypeError(f"model {cfg.model!r} is not trainable: it must be an nn.Module with data_spec, "
+                        "configure_optimizers() and training_step(...)")
+    family = MODELS.get(cfg.model).family if cfg.model in MODELS else "custom"
+    model = model.to(cfg.device).train()
+    optimizers = model.configure_optimizers()
+    decay = getattr(model, "ema_decay", None)
+    ema = EMA(model, decay) if decay else None
+    generator = torch.Generator().manual_seed(cfg.seed)  # every random draw of training comes from here
+    step = 0
+    if resume is not None:
+        state = resume.training_state
+        model.load_state_dict(state["model"])
+        for opt, opt_state in zip(optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(opt_state)
+        if ema is not None:
+            ema.shadow.load_state_dict(resume.state_dict)
+        generator.set_state(state["generator"])
+        step = int(state["step"])
+    data = load_dataset(cfg.dataset, num_samples=cfg.num_train, seed=cfg.seed)
+    steps = cfg.steps or getattr(model, "default_steps", 1000)
+    batch_size = min(cfg.batch_size or getattr(model, "default_batch_size", 128), len(data))
+    spec: DataSpec = model.data_spec
+    if tuple(data.x.shape[1:]) != spec.shape:
+        raise ValueError(f"dataset {cfg.dataset!r} rows have shape {tuple(data.x.shape[1:])} but model "
+                         f"{cfg.model!r} expects {spec.shape}; pass a matching model config")
+    out = Path(cfg.out)
+    history: list[dict[str, float]] = []
+
+    def checkpoint(path: Path) -> str:
+        weights = (ema.shadow if ema is not None else model).state_dict()
+        meta = {"family": family, "dataset": cfg.dataset, "dataset_content_hash": data.content_hash,
+                "step": step, "seed": cfg.seed, "batch_size": batch_size, "ema_decay": decay,
+                "last_losses": history[-1] if history else {}, "wall_time_s": round(time.perf_counter() - start_time, 3)}
+        training_state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+                          "generator": generator.get_state(), "step": step}
+        return save_checkpoint(path, model_name=cfg.model, config=_config_dict(model), state_dict=weights,
+                               meta=meta, training_state=training_state)
+
+    batches = _batches(len(data), batch_size, generator)
+    bar = tqdm(total=steps, initial=step, desc=f"train {cfg.model}", unit="step", disable=not progress)
+    while step < steps:
+        idx = next(batches).numpy()
+        batch = data_to_model(data.x[idx], spec).to(cfg.device)
+        losses = model.training_step(batch, step=step, optimizers=optimizers, generator=generator)
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        if bad:
+            raise FloatingPointError(f"training diverged at step {step}: {bad}; nothing after the last checkpoint was saved")
+        if ema is not None:
+            ema.update(model)
+        step += 1
+        history.append(losses)
+        bar.update(1)
+        if step % 50 == 0 or step == steps:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
+            checkpoint(out.with_name(f"{out.stem}.step{step}{out.suffix}"))
+    bar.close()
+    sha = checkpoint(out)
+    return {"checkpoint": str(out), "sha256": sha, "steps": step, "last_losses": history[-1] if history else {},
+            "wall_time_s": time.perf_counter() - start_time}
