@@ -60,7 +60,7 @@ def register_model(entry: ModelEntry) -> None:
 
 
 # Trainable baselines (issue 4): each module lists its ModelEntry objects in a ``REGISTRY`` tuple.
-BASELINE_MODULES: tuple[str, ...] = ()
+BASELINE_MODULES: tuple[str, ...] = ("baselines.vae",)
 for _module in BASELINE_MODULES:
     for _entry in importlib.import_module(_module).REGISTRY:
         register_model(_entry)

@@ -117,12 +117,28 @@ def _config_dict(model: Any) -> dict[str, Any]:
     return asdict(config) if is_dataclass(config) else dict(config)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
-    """Endless shuffled minibatch indices from a seeded generator (epoch after epoch)."""
-    while True:
-        perm = torch.randperm(n, generator=generator)
-        for lo in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            yield perm[lo : lo + batch_size]
+class _Batches:
+    """Endless shuffled minibatch indices: a fresh ``randperm`` from ``generator`` at the start of each
+    epoch (drawn when the epoch's first batch is taken), the last ``n % batch_size`` rows dropped.
+
+    The current permutation and position are part of the training state (:meth:`state`), so a run
+    resumed mid-epoch continues with the same batches as an uninterrupted run.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, state: dict[str, Any] | None = None) -> None:
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+        self.perm: Tensor | None = state["perm"] if state else None
+        self.pos = int(state["pos"]) if state else 0
+
+    def __next__(self) -> Tensor:
+        if self.perm is None or self.pos + self.batch_size > self.n:
+            self.perm, self.pos = torch.randperm(self.n, generator=self.generator), 0
+        idx = self.perm[self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return idx
+
+    def state(self) -> dict[str, Any] | None:
+        return None if self.perm is None else {"perm": self.perm, "pos": self.pos}
 
 
 def train(
@@ -180,10 +196,12 @@ def train(
                 "last_losses": history[-1] if history else {}, "wall_time_s": round(time.perf_counter() - start_time, 3)}
         training_state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
                           "generator": generator.get_state(), "step": step}
+        if batches.state() is not None:
+            training_state["batches"] = batches.state()
         return save_checkpoint(path, model_name=cfg.model, config=_config_dict(model), state_dict=weights,
                                meta=meta, training_state=training_state)
 
-    batches = _batches(len(data), batch_size, generator)
+    batches = _Batches(len(data), batch_size, generator, resume.training_state.get("batches") if resume else None)
     bar = tqdm(total=steps, initial=step, desc=f"train {cfg.model}", unit="step", disable=not progress)
     while step < steps:
         idx = next(batches).numpy()
