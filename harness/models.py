@@ -37,7 +37,21 @@ class ModelEntry:
         return factory(**(config or {}))
 
 
-MODELS: Registry[ModelEntry] = Registry("model")
+# Trainable baselines (issue 4): each module lists its ModelEntry objects in a ``REGISTRY`` tuple.
+# They are imported the first time MODELS is read, so a baseline module may import this one.
+BASELINE_MODULES: tuple[str, ...] = (
+    "baselines.vae", "baselines.gan", "baselines.realnvp", "baselines.pixelcnn",
+    "baselines.ddpm", "baselines.score_sde", "baselines.flow_matching",
+)
+
+
+def _load_baselines() -> None:
+    for module in BASELINE_MODULES:
+        for entry in importlib.import_module(module).REGISTRY:
+            register_model(entry)
+
+
+MODELS: Registry[ModelEntry] = Registry("model", loader=_load_baselines)
 
 for _entry in (
     ModelEntry("affine-flow", "flow", "baselines.analytic:AffineFlow",
@@ -55,15 +69,8 @@ for _entry in (
 
 
 def register_model(entry: ModelEntry) -> None:
-    """Add a model family member to the registry (baselines register themselves from BASELINES below)."""
+    """Add a model to the registry (baseline modules are listed in BASELINE_MODULES instead)."""
     MODELS.register(entry.name, entry, description=f"[{entry.family}] {entry.description}")
-
-
-# Trainable baselines (issue 4): each module lists its ModelEntry objects in a ``REGISTRY`` tuple.
-BASELINE_MODULES: tuple[str, ...] = ("baselines.vae",)
-for _module in BASELINE_MODULES:
-    for _entry in importlib.import_module(_module).REGISTRY:
-        register_model(_entry)
 
 
 def build_registered(name: str, config: dict[str, Any] | None = None) -> Any:

@@ -46,11 +46,19 @@ class Registry(Generic[T]):
     1
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, loader: Callable[[], None] | None = None) -> None:
+        """``loader`` (optional) registers further entries the first time the registry is read,
+        so modules that register themselves can import this registry without an import cycle."""
         self.kind = kind
         self._entries: dict[str, T | str] = {}
         self._descriptions: dict[str, str] = {}
         self._resolvers: list[tuple[str, Callable[[str], T | None], str]] = []
+        self._loader = loader
+
+    def _load(self) -> None:
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            loader()
 
     def register(self, name: str, obj: T | str, *, description: str = "") -> None:
         """Register ``obj`` (or a lazy ``"module:attr"`` string) under ``name``."""
@@ -70,6 +78,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """Return the entry for ``name``, importing it if it was registered lazily."""
+        self._load()
         if name in self._entries:
             entry = self._entries[name]
             if isinstance(entry, str):
@@ -85,16 +94,19 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
+        self._load()
         if name in self._entries:
             return True
         return any(resolver(name) is not None for _, resolver, _ in self._resolvers)
 
     def names(self) -> list[str]:
         """Registered names (sorted), then pattern names as written (``gaussian-<d>``)."""
+        self._load()
         return sorted(self._entries) + [p for p, _, _ in self._resolvers]
 
     def describe(self) -> Iterator[tuple[str, str]]:
         """(name, description) pairs for ``genbench ls``."""
+        self._load()
         for name in sorted(self._entries):
             yield name, self._descriptions[name]
         for pattern, _, description in self._resolvers:

@@ -69,6 +69,7 @@ class ModelEvalConfig:
     ode_atol: float = 1e-5
     ode_steps: int = 100
     use_cache: bool = True
+    bootstrap: int = 10  # half-sample replicates for the sample metrics' standard errors; 0: none
 
     def __post_init__(self) -> None:
         given = [n for n in ("checkpoint", "entry", "model") if getattr(self, n)]
@@ -86,6 +87,8 @@ class ModelEvalConfig:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
         if self.num_importance < 2:
             raise ValueError(f"num_importance (the IWAE k) must be >= 2, got {self.num_importance}")
+        if self.bootstrap == 1 or self.bootstrap < 0:
+            raise ValueError(f"bootstrap must be 0 (off) or >= 2 replicates, got {self.bootstrap}")
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> ModelEvalConfig:
@@ -143,6 +146,8 @@ def plan_metrics(cfg: ModelEvalConfig, model: Any) -> tuple[list[str], dict[str,
         else:
             proto, need = NEEDS[metric]
             ok = isinstance(model, proto)
+        if ok and metric == "iwae_bpd" and not getattr(model, "supports_importance_sampling", True):
+            ok, need = False, "an importance-weighted bound (supports_importance_sampling is False)"
         requested = cfg.metrics is None or metric in cfg.metrics
         if ok and requested:
             run.append(metric)
@@ -299,6 +304,7 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
                 samples="model", reference=cfg.dataset, metrics=wanted_sample_metrics,
                 feature_extractor=cfg.feature_extractor, inception_weights=cfg.inception_weights, resize=cfg.resize,
                 seed=cfg.seed, batch_size=cfg.batch_size, device=cfg.device, use_cache=cfg.use_cache,
+                bootstrap=cfg.bootstrap,
             )
             sample_metrics, sample_skipped, features, _ = score_datasets(
                 sample_cfg, sample_set, data, reference_selection=selection, progress=progress

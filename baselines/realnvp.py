@@ -1,0 +1,372 @@
+"""RealNVP / Glow-style affine coupling flow: exact log-density by change of variables.
+
+Model (Dinh et al. 2017, "Density estimation using Real NVP"; Kingma & Dhariwal 2018, "Glow"):
+an invertible network f = f_L ∘ … ∘ f_1 maps data x to z = f(x) with a standard-normal prior, and
+
+    log p(x) = log N(f(x); 0, I) + Σ_l log |det ∂f_l / ∂h_{l-1}|            (Dinh et al. 2017, eq. 3)
+
+Layers (each ``forward(h, reverse=False) -> (h', log|det J| [B])``):
+
+* :class:`AffineCoupling` — with a binary mask b (1 = passed through / conditioning part),
+  y = b⊙x + (1−b)⊙(x⊙exp(s(b⊙x)) + t(b⊙x)) (Dinh et al. 2017, eq. 9), log|det J| = Σ (1−b)⊙s
+  (eq. 6). The raw log-scale is soft-clamped, s = c·tanh(s_raw / c), so exp(s) ∈ [e^{-c}, e^{c}]
+  (the tanh stabilisation is that of Dinh et al. 2017, sec. 4.1, with a scale c). The last layer
+  of every conditioner is zero-initialised, so each coupling starts as the identity (Glow, sec. 3.3).
+* :class:`ActNorm` — per-feature affine y = (x + b)⊙exp(log_s), data-dependently initialised on
+  the first training batch to zero mean and unit variance (Glow, sec. 3.1, Table 1).
+* :class:`Squeeze` — (C, H, W) → (4C, H/2, W/2) by 2×2 space-to-depth (Dinh et al. 2017, sec. 3.6).
+* :class:`LogitTransform` — images in (0, 1): y = logit(α + (1 − 2α)x), log|det J| =
+  Σ [log(1 − 2α) − log p − log(1 − p)] with p = α + (1 − 2α)x (Dinh et al. 2017, sec. 4.1 use
+  logit(α + (1 − α)x), α = 0.05; the symmetric form keeps the map's range inside (α, 1 − α)).
+
+Architectures:
+
+* tabular / 2-D data, ``shape=(D,)``: ``num_couplings`` × [ActNorm, AffineCoupling] with
+  alternating parity masks b_d = (d + l) mod 2 and conditioners ``baselines.nets.MLP``.
+* images, ``shape=(C, H, W)`` with H, W even, values in (0, 1): LogitTransform, Squeeze to
+  (4C, H/2, W/2), then ``num_couplings`` × [ActNorm, channel-wise AffineCoupling] whose masks cycle
+  through the sub-pixel patterns {(0,0),(0,1)}, {(1,0),(1,1)}, {(0,0),(1,1)}, {(0,1),(1,0)} of the
+  squeeze (the last two are RealNVP's checkerboard masks), with small conv conditioners
+  (:class:`ConvConditioner`). A single scale: no factoring-out of latents (a simplification of
+  RealNVP's multi-scale architecture, sec. 3.6). Training dequantizes uniformly
+  (Theis et al. 2016, sec. 3.1) with noise from the step's ``generator``; at evaluation the harness
+  dequantizes (``metrics.likelihood.model_inputs``) and adds log2(256) = 8 bits/dim for the (0, 1)
+  value range (``metrics.bpd``).
+
+``self.net`` is the whole invertible network (:class:`FlowNet`); ``log_prob`` is one forward
+call of it and ``sample`` one inverse call, so NFE = 1 per sample.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from baselines.nets import MLP
+from harness.protocols import DataSpec
+from harness.rng import BatchRNG
+from metrics.bpd import LN2, dequantize
+
+__all__ = ["ActNorm", "AffineCoupling", "ConvConditioner", "FlowNet", "LogitTransform", "RealNVP", "RealNVPConfig",
+           "Squeeze", "REGISTRY"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _sum_per_example(x: Tensor) -> Tensor:
+    return x.flatten(1).sum(-1)
+
+
+def std_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) summed over all non-batch dims: z [B, ...] -> [B] nats."""
+    flat = z.flatten(1)
+    return -0.5 * (flat.pow(2).sum(-1) + flat.shape[1] * _LOG_2PI)
+
+
+@dataclass(frozen=True)
+class RealNVPConfig:
+    """Hyper-parameters of :class:`RealNVP` (saved in checkpoints; ``RealNVP(**asdict(cfg))`` rebuilds it).
+
+    Attributes:
+        shape: per-example data shape: ``(D,)`` for rows (D >= 2) or ``(C, H, W)`` for images (H, W even).
+        num_couplings: number of [ActNorm, AffineCoupling] blocks.
+        hidden: conditioner width (MLP hidden units, or conv channels for images).
+        depth: MLP hidden layers (rows); images use a fixed 3-layer conv conditioner.
+        scale_clamp: c of the soft clamp s = c·tanh(s_raw / c) on each coupling's log-scale.
+        actnorm: insert an ActNorm before every coupling.
+        logit_alpha: α of the logit pre-processing (images only), in (0, 0.5).
+        lr: Adam learning rate.
+        grad_clip: max gradient norm (0 disables clipping).
+        seed: seeds the parameter initialisation (a forked torch RNG; the global state is untouched).
+        batch_size, steps: training defaults (``default_batch_size`` / ``default_steps``).
+    """
+
+    shape: tuple[int, ...] = (2,)
+    num_couplings: int = 8
+    hidden: int = 128
+    depth: int = 2
+    scale_clamp: float = 3.0
+    actnorm: bool = True
+    logit_alpha: float = 0.05
+    lr: float = 1e-3
+    grad_clip: float = 100.0
+    batch_size: int = 256
+    steps: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))  # JSON gives lists
+        if len(self.shape) == 1:
+            if self.shape[0] < 2:
+                raise ValueError(f"shape={self.shape}: row data needs D >= 2 for a coupling flow")
+        elif len(self.shape) == 3:
+            c, h, w = self.shape
+            if c < 1 or h < 2 or w < 2 or h % 2 or w % 2:
+                raise ValueError(f"shape={self.shape}: images need C >= 1 and even H, W >= 2 (for the 2x2 squeeze)")
+        else:
+            raise ValueError(f"shape={self.shape}: expected (D,) for rows or (C, H, W) for images")
+        for name in ("num_couplings", "hidden", "depth", "batch_size", "steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.scale_clamp > 0:
+            raise ValueError(f"scale_clamp must be > 0, got {self.scale_clamp}")
+        if not 0.0 < self.logit_alpha < 0.5:
+            raise ValueError(f"logit_alpha must be in (0, 0.5), got {self.logit_alpha}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+
+
+class ActNorm(nn.Module):
+    """y = (x + bias) ⊙ exp(log_scale) per feature (dim 1); log|det J| = Σ log_scale × (#positions).
+
+    Glow, sec. 3.1. ``initialize(x)`` sets bias = −mean, log_scale = −log std over the batch (and
+    spatial positions), so the output of the first batch is standardised.
+    """
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.log_scale = nn.Parameter(torch.zeros(num_features))
+
+    def _view(self, p: Tensor, x: Tensor) -> Tensor:
+        return p.view(1, -1, *([1] * (x.dim() - 2)))
+
+    @torch.no_grad()
+    def initialize(self, x: Tensor) -> None:
+        dims = [0, *range(2, x.dim())]
+        self.bias.copy_(-x.mean(dim=dims))
+        self.log_scale.copy_(-torch.log(x.std(dim=dims) + 1e-6))
+
+    def forward(self, x: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
+        positions = x[0, 0].numel()
+        logdet = (self.log_scale.sum() * positions).expand(x.shape[0])
+        if not reverse:
+            return (x + self._view(self.bias, x)) * self._view(self.log_scale, x).exp(), logdet
+        return x * self._view(-self.log_scale, x).exp() - self._view(self.bias, x), -logdet
+
+
+class ConvConditioner(nn.Module):
+    """Small conv net [B, C, H, W] -> [B, 2C, H, W] (log-scale and shift): 3×3, 1×1, 3×3 (zero-init)."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
+            nn.Conv2d(hidden, 2 * channels, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+class AffineCoupling(nn.Module):
+    """Affine coupling with mask b (Dinh et al. 2017, eqs. 6, 9), soft-clamped log-scale.
+
+    ``mask`` is broadcastable to one example ([D] for rows, [C, 1, 1] for images); the conditioner
+    maps the masked input [B, *shape] to [B, 2·shape[0], ...] = (s_raw, t) stacked on dim 1.
+    """
+
+    def __init__(self, mask: Tensor, conditioner: nn.Module, scale_clamp: float) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.to(torch.float32))
+        self.conditioner = conditioner
+        self.scale_clamp = float(scale_clamp)
+        last = [m for m in conditioner.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+        nn.init.zeros_(last.weight)  # start at the identity (Glow, sec. 3.3)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, x: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
+        b = self.mask.to(x.dtype)
+        x_b = x * b
+        s_raw, t = self.conditioner(x_b).chunk(2, dim=1)
+        s = self.scale_clamp * torch.tanh(s_raw / self.scale_clamp) * (1 - b)
+        t = t * (1 - b)
+        if not reverse:
+            return x_b + (1 - b) * (x * s.exp() + t), _sum_per_example(s)
+        return x_b + (1 - b) * ((x - t) * (-s).exp()), -_sum_per_example(s)
+
+
+class Squeeze(nn.Module):
+    """Space-to-depth (C, H, W) -> (4C, H/2, W/2); channel c·4 + 2i + j holds sub-pixel (i, j). Volume-preserving."""
+
+    def forward(self, x: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
+        zero = x.new_zeros(x.shape[0])
+        return (nn.functional.pixel_shuffle(x, 2) if reverse else nn.functional.pixel_unshuffle(x, 2)), zero
+
+
+class LogitTransform(nn.Module):
+    """y = logit(α + (1 − 2α)x) for x in (0, 1) (Dinh et al. 2017, sec. 4.1, symmetric variant).
+
+    log|det J| = Σ_d [log(1 − 2α) − log p_d − log(1 − p_d)], p = α + (1 − 2α)x.
+    """
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
+        a = self.alpha
+        if not reverse:
+            p = a + (1 - 2 * a) * x
+            y = torch.log(p) - torch.log1p(-p)
+            return y, _sum_per_example(math.log(1 - 2 * a) - torch.log(p) - torch.log1p(-p))
+        p = torch.sigmoid(x)
+        logdet = _sum_per_example(math.log(1 - 2 * a) - torch.log(p) - torch.log1p(-p))
+        return (p - a) / (1 - 2 * a), -logdet
+
+
+class FlowNet(nn.Module):
+    """The invertible network: ``net(x) -> (z, log|det ∂z/∂x| [B])``; ``net(z, reverse=True) -> (x, log|det ∂x/∂z|)``."""
+
+    def __init__(self, layers: list[nn.Module]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
+        logdet = x.new_zeros(x.shape[0])
+        for layer in (reversed(self.layers) if reverse else self.layers):
+            x, ld = layer(x, reverse=reverse)
+            logdet = logdet + ld
+        return x, logdet
+
+    @torch.no_grad()
+    def data_init(self, x: Tensor) -> None:
+        """Data-dependent ActNorm initialisation (Glow, sec. 3.1): one forward pass initialising each ActNorm in turn."""
+        for layer in self.layers:
+            if isinstance(layer, ActNorm):
+                layer.initialize(x)
+            x, _ = layer(x)
+
+
+_CHANNEL_PATTERNS = ((1, 1, 0, 0), (0, 0, 1, 1), (1, 0, 0, 1), (0, 1, 1, 0))  # sub-pixels (i, j) at 2i + j
+
+
+def build_flow_net(cfg: RealNVPConfig) -> FlowNet:
+    """The layer stack of :class:`RealNVP` for ``cfg.shape`` (see the module docstring)."""
+    layers: list[nn.Module] = []
+    if len(cfg.shape) == 1:
+        d = cfg.shape[0]
+        for k in range(cfg.num_couplings):
+            if cfg.actnorm:
+                layers.append(ActNorm(d))
+            mask = (torch.arange(d) + k) % 2 == 0
+            layers.append(AffineCoupling(mask, MLP(d, 2 * d, hidden=cfg.hidden, depth=cfg.depth), cfg.scale_clamp))
+    else:
+        c = cfg.shape[0]
+        layers += [LogitTransform(cfg.logit_alpha), Squeeze()]
+        for k in range(cfg.num_couplings):
+            if cfg.actnorm:
+                layers.append(ActNorm(4 * c))
+            pattern = torch.tensor(_CHANNEL_PATTERNS[k % 4], dtype=torch.float32).repeat(c)
+            layers.append(AffineCoupling(pattern.view(4 * c, 1, 1), ConvConditioner(4 * c, cfg.hidden), cfg.scale_clamp))
+    return FlowNet(layers)
+
+
+class RealNVP(nn.Module):
+    """Affine coupling flow with exact likelihood (Sampler, LogLikelihood; trainable).
+
+    ``RealNVP(**overrides)`` builds from :class:`RealNVPConfig` fields (unknown keys are rejected).
+    Rows: ``data_spec`` continuous, any value range (2-D toys are used as stored). Images:
+    continuous with ``value_range=(0, 1)``.
+    """
+
+    def __init__(self, **overrides: object) -> None:
+        super().__init__()
+        self.config = RealNVPConfig(**overrides)  # type: ignore[arg-type]
+        cfg = self.config
+        self.is_image = len(cfg.shape) == 3
+        self.data_spec = DataSpec(cfg.shape, "continuous", (0.0, 1.0) if self.is_image else (-1.0, 1.0))
+        with torch.random.fork_rng(devices=[]):  # seeded init; the caller's global RNG state is restored
+            torch.manual_seed(cfg.seed)
+            self.net = build_flow_net(cfg)
+        self.latent_shape = (4 * cfg.shape[0], cfg.shape[1] // 2, cfg.shape[2] // 2) if self.is_image else cfg.shape
+        self.register_buffer("initialized", torch.zeros(()))  # 1 once ActNorm has seen data
+        self.default_batch_size = cfg.batch_size
+        self.default_steps = cfg.steps
+        self.ema_decay = None
+
+    def forward_z(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x [B, *shape] -> (z [B, *latent_shape], log|det ∂z/∂x| [B])."""
+        return self.net(x.to(self.initialized.dtype))
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact log p(x) [B] nats = log N(f(x); 0, I) + log|det ∂f/∂x| (Dinh et al. 2017, eq. 3).
+
+        x: [B, *shape] in model space (images: dequantized values in [0, 1)).
+        """
+        z, logdet = self.forward_z(x)
+        return std_normal_log_prob(z) + logdet
+
+    @torch.no_grad()
+    def sample(self, n: int, rng: BatchRNG) -> Tensor:
+        """[n, *shape] samples x = f⁻¹(z), z ~ N(0, I) drawn per example from ``rng``; one inverse call of ``self.net``."""
+        if len(rng) != n:
+            raise ValueError(f"sample(n={n}, rng) needs a BatchRNG over n examples, got one over {len(rng)}")
+        z = rng.normal(self.latent_shape).to(device=self.initialized.device, dtype=self.initialized.dtype)
+        x, _ = self.net(z, reverse=True)
+        return x
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(self.parameters(), lr=self.config.lr)]
+
+    def training_step(self, batch: Tensor, *, step: int, optimizers: list[torch.optim.Optimizer],
+                      generator: torch.Generator) -> dict[str, float]:
+        """One maximum-likelihood step: minimise −E log p(x) (nats per dim).
+
+        Images: the batch holds 8-bit values v/255 in [0, 1]; they are re-quantized to v and
+        uniformly dequantized, y = (v + u)/256 with u ~ U[0, 1) from ``generator`` (Theis et al.
+        2016, sec. 3.1), so that −log p(y)/D/ln2 + 8 is the bits/dim the harness reports.
+        """
+        x = batch
+        if self.is_image:
+            pixels = torch.round(x.clamp(0.0, 1.0) * 255.0)
+            noise = torch.rand(x.shape, generator=generator).to(x.device)
+            x = dequantize(pixels, noise, (0.0, 1.0))
+        if not bool(self.initialized):
+            self.net.data_init(x)
+            self.initialized.fill_(1.0)
+        (opt,) = optimizers
+        opt.zero_grad(set_to_none=True)
+        nll_per_dim = -self.log_prob(x).mean() / self.data_spec.num_dims
+        nll_per_dim.backward()
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
+        opt.step()
+        out = {"nll_per_dim": nll_per_dim.item()}
+        if self.is_image:
+            out["bpd"] = out["nll_per_dim"] / LN2 + 8.0
+        return out
+
+
+RealNVP.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+     for f in fields(RealNVPConfig)])
+
+
+def _registry() -> tuple[Any, ...]:
+    from harness.models import ModelEntry  # lazily: harness.models imports this module to read REGISTRY
+
+    return (
+        ModelEntry("realnvp", "flow", "baselines.realnvp:RealNVP",
+                   "RealNVP/Glow affine coupling flow (ActNorm, soft-clamped scales): exact log p(x); "
+                   "rows (MLP couplings) or images with shape=[C,H,W] (logit, squeeze, conv couplings); NFE 1",
+                   tiny_config={"num_couplings": 2, "hidden": 16, "depth": 1, "steps": 20, "batch_size": 64}),
+    )
+
+
+def __getattr__(name: str) -> object:
+    """``REGISTRY`` (the module's ModelEntry tuple) is built on first access, so that importing this module
+    first and ``harness.models`` importing it from ``BASELINE_MODULES`` are both free of import cycles."""
+    if name == "REGISTRY":
+        registry = _registry()
+        globals()["REGISTRY"] = registry
+        return registry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
