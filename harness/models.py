@@ -30,6 +30,7 @@ class ModelEntry:
     factory: str  # lazy "module:attr"
     description: str
     tiny_config: dict[str, Any] | None = None  # a seconds-sized config for the contract test (trainable models)
+    example_config: dict[str, Any] | None = None  # a valid config for models without defaults (listing)
 
     def build(self, config: dict[str, Any] | None = None) -> Any:
         module_name, _, attr = self.factory.partition(":")
@@ -55,13 +56,17 @@ MODELS: Registry[ModelEntry] = Registry("model", loader=_load_baselines)
 
 for _entry in (
     ModelEntry("affine-flow", "flow", "baselines.analytic:AffineFlow",
-               "x = a*z + b with z ~ N(0, I): exact log-density (closed-form reference)"),
+               "x = a*z + b with z ~ N(0, I): exact log-density (closed-form reference); --model-arg dim=D",
+               example_config={"dim": 2}),
     ModelEntry("linear-gaussian-vae", "vae", "baselines.analytic:LinearGaussianVAE",
-               "linear-Gaussian VAE whose log p(x) is exact: ELBO/IWAE checks"),
+               "linear-Gaussian VAE whose log p(x) is exact: ELBO/IWAE checks; --model-arg data_dim=D latent_dim=Z",
+               example_config={"data_dim": 4, "latent_dim": 2}),
     ModelEntry("uniform-categorical", "autoregressive", "baselines.analytic:UniformCategorical",
-               "uniform categorical over pixel levels: exactly log2(K) bits/dim"),
+               "uniform categorical over pixel levels: exactly log2(K) bits/dim; --model-arg shape=[C,H,W]",
+               example_config={"shape": [1, 8, 8]}),
     ModelEntry("gaussian-vp", "diffusion", "baselines.analytic:GaussianVPFlow",
-               "exact VP-SDE probability flow of the data set gaussian-<dim>: PF-ODE bits/dim equal the truth"),
+               "exact VP-SDE probability flow of the data set gaussian-<dim>: PF-ODE bits/dim equal the truth",
+               example_config={"dim": 2}),
     ModelEntry("diffusers-unet", "diffusion", "harness.adapters.diffusers_unet:load_diffusers_unet",
                "a diffusers UNet2DModel + scheduler saved with save_pretrained (--model-arg path=DIR); needs genbench[diffusers]"),
 ):

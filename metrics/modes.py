@@ -1,0 +1,148 @@
+"""Mode-collapse measures for Gaussian-mixture toys (8gaussians ring, 25gaussians grid).
+
+The protocol of the mode-collapse literature (Metz et al. 2017, "Unrolled GANs", sec. 3.1;
+Srivastava et al. 2017, "VEEGAN", sec. 5.1; Lin et al. 2018, "PacGAN", sec. 4.1):
+
+* every sample is assigned to its **nearest** mode center (Euclidean);
+* a sample is **high quality** if it lies within ``threshold_std`` = 3 standard deviations of
+  that center (distance ≤ 3σ);
+* a mode is **covered** if it receives at least ``min_count`` high-quality samples. We default
+  to ``min_count = 1``, PacGAN's rule (VEEGAN's text says the same: "a mode is captured if there
+  are samples within 3σ"); pass a larger ``min_count`` for a stricter count that is less
+  sensitive to a few stray samples (some works use e.g. 20 of 2500 samples);
+* ``mode_reverse_kl``: PacGAN's reverse KL, KL(q ‖ p) = Σ_m q_m log(q_m / p_m), between the
+  histogram q of the *high-quality* samples over modes (normalised over those samples) and the
+  true mode weights p (uniform, 1/M). 0 when every mode gets its share; log M when all
+  high-quality samples fall into one mode; ``inf`` when no sample is high quality.
+
+All functions are pure: numpy in, Python numbers out. ``samples`` [N, 2] (torch tensors are
+accepted), ``centers`` [M, 2], ``std`` σ the per-coordinate std of each (isotropic) component.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from harness.datasets import (
+    EIGHT_GAUSSIANS_CENTERS,
+    EIGHT_GAUSSIANS_STD,
+    TWENTYFIVE_GAUSSIANS_CENTERS,
+    TWENTYFIVE_GAUSSIANS_STD,
+)
+
+__all__ = [
+    "MIXTURES",
+    "assign_modes",
+    "high_quality_fraction",
+    "mode_counts",
+    "mode_metrics",
+    "mode_reverse_kl",
+    "modes_covered",
+]
+
+DEFAULT_THRESHOLD_STD = 3.0
+DEFAULT_MIN_COUNT = 1
+
+MIXTURES: dict[str, tuple[np.ndarray, float]] = {
+    "8gaussians": (EIGHT_GAUSSIANS_CENTERS, EIGHT_GAUSSIANS_STD),
+    "25gaussians": (TWENTYFIVE_GAUSSIANS_CENTERS, TWENTYFIVE_GAUSSIANS_STD),
+}
+"""Toy name -> (centers float64 [M, 2], std σ), the constants of :mod:`harness.datasets.toys`."""
+
+_MIXTURE_NAME = re.compile(r"^(8gaussians|25gaussians)-(train|test)$")
+
+
+def _as_points(samples: Any, centers: np.ndarray) -> np.ndarray:
+    if hasattr(samples, "detach"):
+        samples = samples.detach().cpu().numpy()
+    x = np.asarray(samples, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != centers.shape[1]:
+        raise ValueError(f"samples must be [N, {centers.shape[1]}], got shape {list(x.shape)}")
+    if not np.isfinite(x).all():
+        raise ValueError("samples contain NaN or Inf values")
+    return x
+
+
+def assign_modes(samples: Any, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the nearest center int64 [N], Euclidean distance to it float64 [N])."""
+    centers = np.asarray(centers, dtype=np.float64)
+    x = _as_points(samples, centers)
+    d2 = ((x[:, None, :] - centers[None, :, :]) ** 2).sum(-1)  # [N, M]
+    idx = d2.argmin(1)
+    return idx.astype(np.int64), np.sqrt(d2[np.arange(len(x)), idx])
+
+
+def _high_quality(samples: Any, centers: np.ndarray, std: float, threshold_std: float) -> tuple[np.ndarray, np.ndarray]:
+    if not std > 0 or not threshold_std > 0:
+        raise ValueError(f"std and threshold_std must be positive, got {std}, {threshold_std}")
+    idx, dist = assign_modes(samples, centers)
+    return idx, dist <= threshold_std * std
+
+
+def mode_counts(samples: Any, centers: np.ndarray, std: float, *, threshold_std: float = DEFAULT_THRESHOLD_STD) -> np.ndarray:
+    """Number of high-quality samples per mode, int64 [M]."""
+    idx, hq = _high_quality(samples, centers, std, threshold_std)
+    return np.bincount(idx[hq], minlength=len(centers)).astype(np.int64)
+
+
+def modes_covered(samples: Any, centers: np.ndarray, std: float, *, threshold_std: float = DEFAULT_THRESHOLD_STD,
+                  min_count: int = DEFAULT_MIN_COUNT) -> int:
+    """Number of modes with at least ``min_count`` high-quality samples (PacGAN: min_count = 1)."""
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    return int((mode_counts(samples, centers, std, threshold_std=threshold_std) >= min_count).sum())
+
+
+def high_quality_fraction(samples: Any, centers: np.ndarray, std: float, *, threshold_std: float = DEFAULT_THRESHOLD_STD) -> float:
+    """Fraction of samples within ``threshold_std``·σ of their nearest center."""
+    _, hq = _high_quality(samples, centers, std, threshold_std)
+    return float(hq.mean())
+
+
+def mode_reverse_kl(samples: Any, centers: np.ndarray, std: float, *, threshold_std: float = DEFAULT_THRESHOLD_STD,
+                    weights: np.ndarray | None = None) -> float:
+    """KL(q ‖ p) in nats, q the high-quality samples' mode histogram, p the mode weights (default uniform)."""
+    counts = mode_counts(samples, centers, std, threshold_std=threshold_std).astype(np.float64)
+    p = np.full(len(centers), 1.0 / len(centers)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if p.shape != counts.shape or (p <= 0).any() or not math.isclose(p.sum(), 1.0, rel_tol=1e-9):
+        raise ValueError(f"weights must be {len(centers)} positive numbers summing to 1")
+    total = counts.sum()
+    if total == 0:
+        return math.inf
+    q = counts / total
+    nz = q > 0
+    return float((q[nz] * np.log(q[nz] / p[nz])).sum())
+
+
+def mode_metrics(samples: Any, dataset_name: str, *, threshold_std: float = DEFAULT_THRESHOLD_STD,
+                 min_count: int = DEFAULT_MIN_COUNT) -> dict[str, dict[str, Any]] | None:
+    """The mode metrics of ``samples`` [N, 2] for a registered mixture toy, or None for other data sets.
+
+    ``dataset_name`` is ``8gaussians-{train,test}`` or ``25gaussians-{train,test}`` (anything
+    else returns None). Returns record entries ``modes_covered``, ``high_quality_fraction`` and
+    ``mode_reverse_kl``, each ``{"value": ..., ...protocol fields}``.
+    """
+    match = _MIXTURE_NAME.match(dataset_name)
+    if match is None:
+        return None
+    toy = match.group(1)
+    centers, std = MIXTURES[toy]
+    counts = mode_counts(samples, centers, std, threshold_std=threshold_std)
+    n = len(_as_points(samples, centers))
+    common = {"num_modes": len(centers), "threshold_std": threshold_std, "std": std, "num_samples": n,
+              "mixture": toy}
+    kl = mode_reverse_kl(samples, centers, std, threshold_std=threshold_std)
+    return {
+        "modes_covered": {"value": int((counts >= min_count).sum()), "min_count": min_count, **common,
+                          "meaning": f"modes with >= {min_count} sample(s) within {threshold_std} std of the "
+                                     "mode center, samples assigned to their nearest center (PacGAN protocol)"},
+        "high_quality_fraction": {"value": float(counts.sum() / n) if n else math.nan, **common,
+                                  "meaning": f"fraction of samples within {threshold_std} std of their nearest mode center"},
+        "mode_reverse_kl": {"value": kl, **common,
+                            "meaning": "KL(q || uniform) in nats, q the mode histogram of the high-quality samples "
+                                       "(PacGAN); inf if none is high quality"},
+    }
