@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def _median_time(fn: Callable[[], object], repeats: int) -> tuple[float, list[float]]:
@@ -76,7 +77,8 @@ def bench_eval(images: int, repeats: int, weights: str | None) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="genbench-bench-"))
     if weights is None:
-        from tests.inception_weights import make_random_inception_weights
+        sys.path.insert(0, str(ROOT / "tests"))
+        from inception_weights import make_random_inception_weights
 
         weights = str(make_random_inception_weights(tmp / "inception.pth"))
     rng = np.random.default_rng(0)
@@ -110,6 +112,7 @@ def bench_eval(images: int, repeats: int, weights: str | None) -> None:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # figures appear as they are measured
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
