@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.bootstrap import BootstrapSettings, bootstrap_sample_metrics
 from harness.datasets import Dataset, load_dataset
 from harness.features import FeatureSet, extract_features, extract_reference_features
 from harness.store.records import SCHEMA, run_info
@@ -24,6 +25,7 @@ from metrics.fid import frechet_distance
 from metrics.info import METRICS, SAMPLE_METRICS
 from metrics.inception_score import inception_score
 from metrics.kid import kernel_inception_distance
+from metrics.modes import mode_metrics
 from metrics.prdc import compute_prdc_multi_k
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,8 @@ class SampleEvalConfig:
     """Options of ``genbench eval-samples`` (unknown keys are rejected by ``from_dict``).
 
     ``kid_subset_size=None`` means min(1000, n_samples, n_reference): the standard 1000 where the
-    sets allow it; the value used is recorded.
+    sets allow it; the value used is recorded. ``bootstrap`` half-sample replicates estimate each
+    metric's standard error for drift checks (``harness.bootstrap``); 0 disables them.
     """
 
     samples: str
@@ -57,6 +60,7 @@ class SampleEvalConfig:
     pr_nearest_k: int = 3
     dc_nearest_k: int = 5
     use_cache: bool = True
+    bootstrap: int = 10
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", tuple(self.metrics))
@@ -73,6 +77,8 @@ class SampleEvalConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_samples is not None and self.num_samples < 2:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
+        if self.bootstrap == 1 or self.bootstrap < 0:
+            raise ValueError(f"bootstrap must be 0 (off) or >= 2 replicates, got {self.bootstrap}")
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> SampleEvalConfig:
@@ -184,9 +190,14 @@ def feature_space_label(extractor_name: str) -> str:
 def compute_metrics(
     cfg: SampleEvalConfig, fake: FeatureSet, real: FeatureSet, extractor: FeatureExtractor
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Every requested metric from the shared features; returns (metrics, skipped)."""
+    """Every requested metric from the shared features; returns (metrics, skipped).
+
+    With ``cfg.bootstrap`` replicates, each metric that has a standard error gets an
+    ``"uncertainty"`` entry (``harness.bootstrap.bootstrap_sample_metrics``).
+    """
     n_fake, n_real = len(fake.features), len(real.features)
     common = {"feature_extractor": extractor.name, "n_samples": n_fake, "n_reference": n_real}
+    kid_subset = cfg.kid_subset_size or min(1000, n_fake, n_real)
     out: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
     if "fid" in cfg.metrics:
@@ -199,14 +210,13 @@ def compute_metrics(
             **common,
         }
     if "kid" in cfg.metrics:
-        subset = cfg.kid_subset_size or min(1000, n_fake, n_real)
         mean, std = kernel_inception_distance(
-            fake.features, real.features, num_subsets=cfg.kid_subsets, subset_size=subset, seed=cfg.seed
+            fake.features, real.features, num_subsets=cfg.kid_subsets, subset_size=kid_subset, seed=cfg.seed
         )
         kid = {
             "estimator": "unbiased MMD², polynomial kernel (x·y/d + 1)^3",
             "subsets": cfg.kid_subsets,
-            "subset_size": subset,
+            "subset_size": kid_subset,
             "seed": cfg.seed,
             **common,
         }
@@ -226,6 +236,14 @@ def compute_metrics(
         for key, k in (("precision", cfg.pr_nearest_k), ("recall", cfg.pr_nearest_k),
                        ("density", cfg.dc_nearest_k), ("coverage", cfg.dc_nearest_k)):
             out[key] = {"value": float(both[key]), "nearest_k": k, "estimator": rule, **common}
+    if cfg.bootstrap:
+        settings = BootstrapSettings(metrics=cfg.metrics, kid_subsets=cfg.kid_subsets, kid_subset_size=kid_subset,
+                                     is_splits=cfg.is_splits, pr_nearest_k=cfg.pr_nearest_k, dc_nearest_k=cfg.dc_nearest_k)
+        logits = fake.logits if "is_mean" in out else None
+        spread = bootstrap_sample_metrics(fake.features, real.features, logits, settings,
+                                          num_boot=cfg.bootstrap, seed=cfg.seed)
+        for key, uncertainty in spread.items():
+            out[key]["uncertainty"] = uncertainty
     return out, skipped
 
 
@@ -252,6 +270,9 @@ def score_datasets(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any], bool]:
     """Features once per set, then every requested sample metric.
 
+    When the reference is a registered Gaussian-mixture toy (``8gaussians-*``, ``25gaussians-*``),
+    the mode-collapse measures of ``metrics.modes`` are added (modes covered, high-quality fraction).
+
     Returns (metrics, skipped, extractor protocol, whether the reference came from the cache).
     """
     extractor = build_extractor(cfg, samples)
@@ -265,6 +286,8 @@ def score_datasets(
         progress=progress,
     )
     metrics, skipped = compute_metrics(cfg, fake, real, extractor)
+    if samples.kind == "tabular":
+        metrics.update(mode_metrics(samples.x, reference.name) or {})
     return metrics, skipped, extractor.protocol(), real.cached
 
 

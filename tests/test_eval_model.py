@@ -149,3 +149,11 @@ def test_diffusers_unet_through_the_cli(tmp_path):
     assert m["nfe_mean"]["value"] == 3.0 and m["nfe_mean"]["steps"] == 3
     assert math.isfinite(m["bpd"]["value"]) and m["bpd"]["offset_bits"] == pytest.approx(7.0)
     assert m["bpd"]["nfe_mean"] == 3.0
+
+
+def test_ls_models_lists_family_and_capabilities(capsys):
+    assert main(["ls", "models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "[flow]" in lines["affine-flow"] and "{Sampler, LogLikelihood}" in lines["affine-flow"]
+    assert "ProbabilityFlow" in lines["ddpm"] and "LowerBound" in lines["ddpm"]
+    assert "Encoder" in lines["vae"]

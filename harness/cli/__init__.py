@@ -1,6 +1,6 @@
 """The ``genbench`` command: one module per subcommand, each with ``add_parser`` and ``run``.
 
-Exit codes: 0 success, 1 a check failed (later: drift), 2 bad input or usage. Expected errors
+Exit codes: 0 success, 1 a check found drift, 2 bad input, usage, or incomparable records. Expected errors
 (bad input, missing files or weights) print one readable ``error:`` line, never a traceback;
 ``GENBENCH_DEBUG=1`` shows the traceback.
 """
@@ -13,11 +13,12 @@ import os
 import sys
 
 from harness import __version__
+from harness.cli import check
 from harness.cli import eval as eval_model
 from harness.cli import eval_samples, ls, train
 from harness.registry import RegistryError
 
-SUBCOMMANDS = {"eval": eval_model, "eval-samples": eval_samples, "ls": ls, "train": train}
+SUBCOMMANDS = {"eval": eval_model, "eval-samples": eval_samples, "ls": ls, "train": train, "check": check}
 
 USAGE_ERRORS = (ValueError, FloatingPointError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, RegistryError)
 

@@ -44,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--ode-atol", type=float, default=1e-5)
     p.add_argument("--ode-steps", type=int, default=100, help="fixed-step solvers only")
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--bootstrap", type=int, default=10, metavar="B",
+                   help="half-sample replicates for the sample metrics' standard errors (default: %(default)s; 0: none)")
     p.add_argument("--json", default=None, metavar="OUT")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(command=name)
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         resize=args.resize, rounding=args.rounding, num_importance=args.num_importance,
         ode_divergence=args.ode_divergence, ode_probe=args.ode_probe, ode_num_probes=args.ode_probes,
         ode_solver=args.ode_solver, ode_rtol=args.ode_rtol, ode_atol=args.ode_atol, ode_steps=args.ode_steps,
-        use_cache=not args.no_cache,
+        use_cache=not args.no_cache, bootstrap=args.bootstrap,
     )
     record = evaluate_model(cfg, progress=not args.quiet and sys.stderr.isatty(), argv=sys.argv)
     model = record["model"]

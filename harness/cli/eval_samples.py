@@ -32,6 +32,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached reference features")
+    p.add_argument("--bootstrap", type=int, default=10, metavar="B",
+                   help="half-sample replicates for each metric's standard error, used by `genbench check`; "
+                        "costs about B/4 x the run's k-NN metrics and, above 2000 samples, B x its KID "
+                        "(default: %(default)s; 0: none)")
     p.add_argument("--json", default=None, metavar="OUT", help="write the run record here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(command=name)
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         use_cache=not args.no_cache,
+        bootstrap=args.bootstrap,
     )
     record = evaluate_samples(cfg, progress=not args.quiet and sys.stderr.isatty(), argv=sys.argv)
     data = record["data"]

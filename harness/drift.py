@@ -1,0 +1,421 @@
+"""Drift checks: is a candidate run's metric within its statistical uncertainty of the baseline's?
+
+Used by ``genbench check`` and by the pytest plugin (``harness.pytest_plugin``); rendering of the
+result is in ``harness.drift_report``.
+
+Which fields make two records comparable
+----------------------------------------
+Every field of a record falls in one of four classes:
+
+* **protocol** — how a number is measured. Any difference refuses the comparison with a
+  :class:`ProtocolMismatch` naming every differing field (exit status 2): the record ``kind``; every
+  ``config`` option except those listed below (sample counts, KID subsets and subset size, IS
+  splits, k of the k-NN metrics, rounding, IWAE k, ODE divergence / probes / solver / rtol / atol /
+  steps, and any option added later: unknown options are protocol, to stay strict); the feature
+  extractor's protocol (name, weights sha256, resize, dimension, ...); the *reference* data
+  (``data.reference`` of eval-samples, ``data.dataset`` of eval: content hash, kind, shape, dtype,
+  rows selected); and per metric every field except its measured outputs (value, uncertainty,
+  standard error, counts, per-unit lists, NFE tallies, timings).
+* **seed** — ``config.seed`` and the per-metric ``seed``. Protocol by default: a CI rerun at fixed
+  seeds is compared with a rerun at the *same* seeds. With ``across_seeds=True`` the seed becomes
+  a nuisance the tolerances already account for: seeds may differ, and for *registered* data sets
+  (generated from the seed, e.g. ``moons-train``) the seed-dependent content hash and selection
+  rule are replaced by the name and row counts. Data read from files keeps its content hash.
+* **tested** — what a check exists to detect, so a difference is compared, never refused: the
+  model (checkpoint and its sha256, entry point, registry name, model args), the generated samples
+  of eval-samples (``data.samples``), and the sampler and its steps (``config.sampler`` /
+  ``config.steps``, the ``sampling`` section, the ``nfe_mean`` entry). Changing a sampler's steps
+  must fail the check *naming* NFE and the sample metrics it moved, not be refused as a mismatch.
+* **context** — the ``run`` section (git sha, library versions, device, host, wall time, argv),
+  batch sizes, cache use, file paths, where the extractor weights were found, the bootstrap count:
+  never a mismatch; differences are shown in the report header. Config options resolved elsewhere
+  (``feature_extractor``, ``resize``, ``reference``, ``dataset``) are compared in their resolved
+  form (the ``features`` and ``data`` sections).
+
+Tolerances and verdicts
+-----------------------
+A metric with standard errors s_b, s_c (the half-sample spread recorded by ``harness.bootstrap``,
+or the ``stderr`` of bits/dim) passes when |Δ| ≤ q·sqrt(s_b² + s_c²) + 1e-9·max(1, |baseline|).
+The tolerance guards against a false alarm whose probability is at most ``family_alpha`` (1%) per
+record: q is the two-sided 1 − α/m quantile over the m statistically-toleranced metrics of the
+record (Bonferroni, valid under any correlation between them), of a Student t whose degrees of
+freedom (Welch 1947; Satterthwaite 1946) carry the Monte-Carlo error of the spreads: B − 1 for B
+half-samples, n − 1 for a standard error over n examples. With B = 10 (df ≈ 18) and m = 6,
+q ≈ 3.7 (3.1 for known spreads). Measured on reruns that differ only in seeds (toy data, identity
+features, n = 150-300, B = 10): 5 false alarms in 490 record pairs (1.0%); see tests/test_drift.py.
+The check is built for runs that differ in code: at equal seeds an unchanged run gives Δ = 0 and
+passes exactly; a real change is flagged when it moves a metric by more than a change of seed
+plausibly would. NFE and deterministic counts (``active_units``, ``kl_active_dims``) and any metric
+recorded without a spread must match exactly (when only one side has a spread, it serves both).
+``samples_per_s`` (timing) and the dispersion entries ``kid_std`` / ``is_std`` are reported but
+not gated. A user file overrides per metric:
+``{"fid": {"abs": 0.5}}``, ``{"rel": 0.01}`` (of |baseline|) or ``{"z": 3}`` (multiples of the
+combined spread, no Bonferroni).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.store.records import read_record, validate_record
+
+__all__ = [
+    "CheckOptions", "CheckReport", "FieldDifference", "MetricResult", "Override", "ProtocolMismatch",
+    "RecordComparison", "check", "compare_records", "pair_records", "protocol_differences",
+]
+
+FAMILY_ALPHA = 0.01
+ABSENT = "<absent>"  # a field one record has and the other lacks
+UNGATED = {"samples_per_s": "timing", "kid_std": "dispersion over KID subsets", "is_std": "dispersion over IS splits"}
+
+_CONFIG_NOT_PROTOCOL = frozenset({
+    # tested
+    "samples", "checkpoint", "entry", "model", "model_args", "sampler", "steps",
+    # context
+    "device", "batch_size", "use_cache", "inception_weights", "metrics", "importance_chunk", "bootstrap",
+    # compared in resolved form (features / data sections)
+    "feature_extractor", "resize", "reference", "dataset",
+})
+_FEATURES_CONTEXT = frozenset({"weights_file", "weights_path", "weights_source", "channels", "resized_from", "device",
+                               "versions"})
+_DATA_CONTEXT = frozenset({"spec", "source", "name", "features_cached"})
+_METRIC_NOT_PROTOCOL = frozenset({
+    "value", "uncertainty", "stderr", "count", "variances", "kl_per_dim", "forward_calls", "examples_evaluated",
+    "vjp_calls", "nfe_mean", "nfe_max", "wall_time_s", "device", "batch_size", "chunk", "library",
+})
+_METRIC_TESTED = {"nfe_mean": frozenset({"sampler", "steps"})}
+_RUN_NOISE = frozenset({"id", "created_utc", "wall_time_s", "argv"})
+
+
+class ProtocolMismatch(ValueError):
+    """Two records were measured differently; the message names every differing field."""
+
+
+@dataclass(frozen=True)
+class FieldDifference:
+    """A record field (dotted path) whose value differs between baseline and candidate."""
+
+    path: str
+    baseline: Any
+    candidate: Any
+
+
+@dataclass(frozen=True)
+class Override:
+    """A user tolerance for one metric: ``abs`` (absolute), ``rel`` (of |baseline|) or ``z`` (spreads)."""
+
+    kind: str
+    amount: float
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """How to compare: family-wise false-alarm rate per record, seed handling, per-metric overrides."""
+
+    family_alpha: float = FAMILY_ALPHA
+    across_seeds: bool = False
+    overrides: Mapping[str, Override] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.family_alpha < 1.0:
+            raise ValueError(f"family_alpha must be in (0, 1), got {self.family_alpha}")
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One row of the report. ``verdict`` is ``pass``, ``drift``, ``missing`` or ``info`` (not gated)."""
+
+    metric: str
+    baseline: float | None
+    candidate: float | None
+    delta: float | None
+    tolerance: float | None
+    verdict: str
+    rule: str
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in ("drift", "missing")
+
+
+@dataclass(frozen=True)
+class RecordComparison:
+    """The comparison of one baseline/candidate pair; ``problem`` is set when one side is absent."""
+
+    name: str
+    baseline: str | None
+    candidate: str | None
+    metrics: tuple[MetricResult, ...] = ()
+    context: tuple[FieldDifference, ...] = ()
+    problem: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.problem is None and not any(m.failed for m in self.metrics)
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Every comparison of a check, with the options it ran under."""
+
+    comparisons: tuple[RecordComparison, ...]
+    options: CheckOptions
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.comparisons)
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}"))
+        return out
+    return {prefix: value}
+
+
+def _protocol_view(record: dict[str, Any], metric_keys: set[str], *, across_seeds: bool) -> dict[str, Any]:
+    """The protocol fields of ``record`` as ``{dotted path: value}`` (see the module docstring)."""
+    view: dict[str, Any] = {"kind": record.get("kind")}
+    not_seed = frozenset({"seed"}) if across_seeds else frozenset()
+    config = record.get("config") or {}
+    view.update(_flatten({k: v for k, v in config.items() if k not in _CONFIG_NOT_PROTOCOL | not_seed}, "config"))
+    features = record.get("features") or {}
+    view.update(_flatten({k: v for k, v in features.items() if k not in _FEATURES_CONTEXT}, "features"))
+    for role, data in (record.get("data") or {}).items():
+        if role == "samples" or not isinstance(data, dict):
+            continue
+        fields = {k: v for k, v in data.items() if k not in _DATA_CONTEXT}
+        if across_seeds and _is_registered(data.get("spec")):
+            fields.pop("content_hash", None)
+            fields["name"] = data.get("name")
+            fields["selection"] = {k: v for k, v in (data.get("selection") or {}).items() if k != "rule"}
+        view.update(_flatten(fields, f"data.{role}"))
+    for key in metric_keys:
+        skip = _METRIC_NOT_PROTOCOL | _METRIC_TESTED.get(key, frozenset()) | not_seed
+        entry = record["metrics"][key]
+        view.update(_flatten({k: v for k, v in entry.items() if k not in skip}, f"metrics.{key}"))
+    return view
+
+
+def _is_registered(spec: Any) -> bool:
+    from harness.datasets import DATASETS
+
+    return isinstance(spec, str) and spec in DATASETS
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[FieldDifference]:
+    return [FieldDifference(p, a.get(p, ABSENT), b.get(p, ABSENT)) for p in sorted(set(a) | set(b))
+            if a.get(p, ABSENT) != b.get(p, ABSENT)]
+
+
+def protocol_differences(baseline: dict[str, Any], candidate: dict[str, Any], *,
+                         across_seeds: bool = False) -> list[FieldDifference]:
+    """Protocol fields that differ between two records (over the metrics both have)."""
+    shared = set(baseline["metrics"]) & set(candidate["metrics"])
+    return _diff(_protocol_view(baseline, shared, across_seeds=across_seeds),
+                 _protocol_view(candidate, shared, across_seeds=across_seeds))
+
+
+def context_differences(baseline: dict[str, Any], candidate: dict[str, Any]) -> list[FieldDifference]:
+    """Run context and tested fields that differ: shown in the report, never a mismatch."""
+    def view(record: dict[str, Any]) -> dict[str, Any]:
+        config = record.get("config") or {}
+        out = _flatten({k: v for k, v in (record.get("run") or {}).items() if k not in _RUN_NOISE}, "run")
+        out.update(_flatten({k: config.get(k) for k in ("seed", "sampler", "steps", "checkpoint", "entry",
+                                                         "model", "model_args") if k in config}, "config"))
+        out.update(_flatten(record.get("model") or {}, "model"))
+        samples = (record.get("data") or {}).get("samples")
+        if isinstance(samples, dict):
+            out["data.samples.content_hash"] = samples.get("content_hash")
+        return out
+
+    return _diff(view(baseline), view(candidate))
+
+
+def _number(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where} is {value!r}, not a number")
+    return float(value)
+
+
+def _spread(entry: dict[str, Any], where: str) -> tuple[float, float] | None:
+    """(standard error, degrees of freedom) recorded for a metric entry, or None."""
+    unc = entry.get("uncertainty")
+    if isinstance(unc, dict):
+        std, boot = _number(unc.get("std"), f"{where}.uncertainty.std"), unc.get("num_boot")
+        if std is None or std < 0 or not isinstance(boot, int) or boot < 2:
+            raise ValueError(f"{where}.uncertainty must have std >= 0 and num_boot >= 2, got {unc}")
+        return std, float(boot - 1)
+    if unc is not None:
+        raise ValueError(f"{where}.uncertainty must be an object, got {unc!r}")
+    stderr = _number(entry.get("stderr"), f"{where}.stderr")
+    if stderr is None or not math.isfinite(stderr):
+        return None
+    n = entry.get("n")
+    return stderr, float(n - 1) if isinstance(n, int) and n > 1 else math.inf
+
+
+def _combine(b: tuple[float, float] | None, c: tuple[float, float] | None) -> tuple[float, float] | None:
+    """Combined spread sqrt(s_b² + s_c²) and Welch-Satterthwaite df; a missing side borrows the other's."""
+    b, c = b or c, c or b
+    if b is None or c is None:
+        return None
+    var = b[0] ** 2 + c[0] ** 2
+    if var == 0.0:
+        return 0.0, math.inf
+    denom = sum(s**4 / df for s, df in (b, c) if math.isfinite(df))
+    return math.sqrt(var), (var**2 / denom if denom > 0 else math.inf)
+
+
+def _quantile(prob: float, df: float) -> float:
+    from scipy import stats  # imported on use: every genbench command imports this module
+
+    return float(stats.norm.ppf(prob) if math.isinf(df) else stats.t.ppf(prob, df))
+
+
+def compare_records(name: str, baseline: dict[str, Any], candidate: dict[str, Any], options: CheckOptions,
+                    *, paths: tuple[str | None, str | None] = (None, None)) -> RecordComparison:
+    """Verdict per metric for one record pair; raises :class:`ProtocolMismatch` if not comparable."""
+    diffs = protocol_differences(baseline, candidate, across_seeds=options.across_seeds)
+    if diffs:
+        raise ProtocolMismatch(mismatch_message(name, diffs, across_seeds=options.across_seeds))
+    where_b, where_c = f"{paths[0] or 'baseline'}: metrics", f"{paths[1] or 'candidate'}: metrics"
+    keys = list(baseline["metrics"]) + [k for k in candidate["metrics"] if k not in baseline["metrics"]]
+    plans: dict[str, tuple[float | None, float | None, tuple[float, float] | None]] = {}
+    for key in keys:
+        if key in baseline["metrics"] and key in candidate["metrics"]:
+            b, c = baseline["metrics"][key], candidate["metrics"][key]
+            plans[key] = (_number(b["value"], f"{where_b}.{key}.value"), _number(c["value"], f"{where_c}.{key}.value"),
+                          _combine(_spread(b, f"{where_b}.{key}"), _spread(c, f"{where_c}.{key}")))
+    family = [k for k, (_, _, s) in plans.items()
+              if k not in options.overrides and k not in UNGATED and s is not None and s[0] > 0]
+    rows = []
+    for key in keys:
+        if key not in plans:
+            side, present, absent, where = (("candidate", baseline, candidate, where_b) if key in baseline["metrics"]
+                                            else ("baseline", candidate, baseline, where_c))
+            value = _number(present["metrics"][key]["value"], f"{where}.{key}.value")
+            reason = _skip_reason(absent, key)
+            rows.append(MetricResult(key, value if side == "candidate" else None, value if side == "baseline" else None,
+                                     None, None, "missing", f"absent from the {side}" + (f" ({reason})" if reason else "")))
+            continue
+        rows.append(_verdict(key, *plans[key], options, len(family)))
+    return RecordComparison(name=name, baseline=paths[0], candidate=paths[1], metrics=tuple(rows),
+                            context=tuple(context_differences(baseline, candidate)))
+
+
+def _skip_reason(record: dict[str, Any], key: str) -> str | None:
+    """Why ``record`` skipped the metric that writes ``key``, if it says."""
+    from metrics.info import METRICS
+
+    skipped = record.get("skipped") or {}
+    owners = [name for name in METRICS.names() if key in METRICS.get(name).keys]
+    return next((str(skipped[n]) for n in (key, *owners) if n in skipped), None)
+
+
+def _verdict(key: str, b: float | None, c: float | None, spread: tuple[float, float] | None,
+             options: CheckOptions, family_size: int) -> MetricResult:
+    if b is None or c is None:
+        same = b is None and c is None
+        return MetricResult(key, b, c, None, None, "pass" if same else "drift", "value missing (NaN) on a side")
+    delta = c - b
+    floor = 1e-9 * max(1.0, abs(b))
+    override = options.overrides.get(key)
+    if override is not None and override.kind != "z":
+        tol = override.amount * (abs(b) if override.kind == "rel" else 1.0) + floor
+        rule = f"user {override.kind} {override.amount:g}"
+    elif override is not None:
+        s = spread[0] if spread else 0.0
+        tol, rule = override.amount * s + floor, f"user z={override.amount:g} x {s:.3g}"
+    elif key in UNGATED:
+        return MetricResult(key, b, c, delta, None, "info", f"not gated ({UNGATED[key]})")
+    elif spread is None or spread[0] == 0.0:
+        tol, rule = floor, "exact" if spread is None else "exact (zero spread recorded)"
+    else:
+        s, df = spread
+        q = _quantile(1.0 - options.family_alpha / (2 * family_size), df)
+        tol = q * s + floor
+        rule = f"{q:.2f} x {s:.3g} (t, df {df:.0f}; alpha {options.family_alpha:g} over {family_size})"
+    return MetricResult(key, b, c, delta, tol, "pass" if abs(delta) <= tol else "drift", rule)
+
+
+def mismatch_message(name: str, diffs: list[FieldDifference], *, across_seeds: bool) -> str:
+    """One message naming every differing protocol field; metric fields grouped by field name."""
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for d in diffs:
+        parts = d.path.split(".")
+        if parts[0] == "metrics":
+            path, metric = f"metrics.*.{'.'.join(parts[2:])}", parts[1]
+        else:
+            path, metric = d.path, ""
+        grouped.setdefault((path, _short(d.baseline), _short(d.candidate)), []).append(metric)
+    lines = [f"{path}: {b} (baseline) vs {c} (candidate)" + (f" in {', '.join(m)}" if any(m) else "")
+             for (path, b, c), m in grouped.items()]
+    seeds_only = all(d.path.split(".")[-1] in ("seed", "content_hash", "rule") for d in diffs)
+    hint = "\n  (to compare runs that differ only in seeds, use --across-seeds)" if seeds_only and not across_seeds else ""
+    return (f"{name}: protocol mismatch, refusing to compare (fields differ: "
+            f"{', '.join(sorted({p for p, _, _ in grouped}))}):\n  " + "\n  ".join(lines) + hint)
+
+
+def _short(value: Any) -> str:
+    text = value if value == ABSENT else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def pair_records(baseline: str | Path, candidate: str | Path) -> list[tuple[str, Path | None, Path | None]]:
+    """Pair two record files, or the ``*.json`` records of two folders by file name."""
+    b, c = Path(baseline), Path(candidate)
+    for p in (b, c):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist")
+    if b.is_file() and c.is_file():
+        return [(c.name if c.name == b.name else f"{b.name} vs {c.name}", b, c)]
+    if not (b.is_dir() and c.is_dir()):
+        raise ValueError(f"--baseline and --candidate must both be record files or both folders; got {b} and {c}")
+    names = {p.name for p in b.glob("*.json")} | {p.name for p in c.glob("*.json")}
+    if not names:
+        raise ValueError(f"no *.json records in {b} or {c}")
+    return [(n, b / n if (b / n).is_file() else None, c / n if (c / n).is_file() else None) for n in sorted(names)]
+
+
+def check(pairs: list[tuple[str, Any, Any]], options: CheckOptions) -> CheckReport:
+    """Compare every pair; each side is a record dict, a path, or None (absent).
+
+    Raises:
+        ValueError: a malformed record (the message names the file and the problem).
+        ProtocolMismatch: some pair is not comparable; the message covers every such pair.
+    """
+    comparisons, mismatches = [], []
+    for name, b, c in pairs:
+        if b is None or c is None:
+            side = "baseline" if b is None else "candidate"
+            comparisons.append(RecordComparison(name, _label(b), _label(c), problem=f"no {side} record"))
+            continue
+        try:
+            comparisons.append(compare_records(name, _load(b), _load(c), options, paths=(_label(b), _label(c))))
+        except ProtocolMismatch as err:
+            mismatches.append(str(err))
+    if mismatches:
+        raise ProtocolMismatch("\n".join(mismatches))
+    return CheckReport(comparisons=tuple(comparisons), options=options)
+
+
+def _load(side: Any) -> dict[str, Any]:
+    """A record from a path (read and validated), or an in-memory record as it would read back from JSON."""
+    if isinstance(side, dict):
+        validate_record(side)
+        return json.loads(json.dumps(side))  # tuples become lists, as in a written record
+    return read_record(side)
+
+
+def _label(side: Any) -> str | None:
+    return None if side is None else "(this run)" if isinstance(side, dict) else str(side)

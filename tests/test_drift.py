@@ -1,0 +1,324 @@
+"""`genbench check`: unchanged reruns pass, injected drift is caught, seed changes pass at the nominal
+rate, and protocol mismatches and malformed inputs are refused with exit status 2."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from baselines.analytic import LinearGaussianVAE
+from harness.bootstrap import BootstrapSettings, bootstrap_sample_metrics, fid_of_rows
+from harness.checkpoint import save_checkpoint
+from harness.cli import main
+from harness.drift import CheckOptions, check
+from harness.pytest_plugin import DriftError, assert_no_drift, genbench_no_drift  # noqa: F401 (fixture)
+from harness.runner import ModelEvalConfig, evaluate_model
+from harness.store.records import write_record
+from metrics.fid import fid_from_features
+
+REPO = Path(__file__).resolve().parents[1]
+VAE_METRICS = "fid,prdc,nfe,bpd,elbo_bpd,active_units"
+
+STEPS_MODEL = '''
+import torch
+from torch import nn
+from harness.protocols import DataSpec
+
+
+class EulerDecay(nn.Module):
+    """x(1) of dx/dt = -x from x(0) = 3z by `steps` Euler steps: one `net` call per step."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(2, 2, dtype=torch.float64)
+        with torch.no_grad():
+            self.net.weight.copy_(-torch.eye(2, dtype=torch.float64))
+            self.net.bias.zero_()
+        self.data_spec = DataSpec((2,), "continuous")
+
+    def sample(self, n, rng, *, steps=10):
+        x = 3.0 * rng.normal((2,), dtype=torch.float64)
+        for _ in range(steps):
+            x = x + self.net(x) / steps
+        return x
+
+
+def factory():
+    return EulerDecay()
+'''
+
+
+def _run(*args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def _eval(path: Path, *args: str) -> Path:
+    code, _, err = _run("eval", *args, "--json", str(path), "--quiet")
+    assert code == 0, err
+    return path
+
+
+@pytest.fixture(scope="module")
+def vae_records(tmp_path_factory) -> dict[str, Path]:
+    """A VAE checkpoint (standing in for a trained baseline) evaluated twice, and once with perturbed weights."""
+    root = tmp_path_factory.mktemp("vae")
+    model = LinearGaussianVAE(4, 2, seed=3)
+    config = {"data_dim": 4, "latent_dim": 2, "seed": 3}
+    save_checkpoint(root / "vae.pt", model_name="linear-gaussian-vae", config=config, state_dict=model.state_dict(), meta={})
+    with torch.no_grad():
+        model.net.bias.add_(1.0)  # the injected drift: every decoder output shifted by 1
+    save_checkpoint(root / "vae-perturbed.pt", model_name="linear-gaussian-vae", config=config,
+                    state_dict=model.state_dict(), meta={})
+    common = ("--dataset", "gaussian-4-test", "--num-samples", "200", "--metrics", VAE_METRICS)
+    return {
+        "baseline": _eval(root / "baseline.json", "--checkpoint", str(root / "vae.pt"), *common),
+        "rerun": _eval(root / "rerun.json", "--checkpoint", str(root / "vae.pt"), *common),
+        "perturbed": _eval(root / "perturbed.json", "--checkpoint", str(root / "vae-perturbed.pt"), *common),
+    }
+
+
+def test_unchanged_rerun_passes_exactly(vae_records, tmp_path):
+    code, out, _ = _run("check", "--baseline", str(vae_records["baseline"]), "--candidate", str(vae_records["rerun"]),
+                        "--format", "json", "--out", str(tmp_path / "report.json"))
+    assert code == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report == json.loads(out) and report["verdict"] == "pass"
+    rows = {m["metric"]: m for m in report["records"][0]["metrics"]}
+    assert {"fid", "precision", "bpd", "nfe_mean", "active_units"} <= set(rows)
+    # deterministic on CPU at fixed seeds: every gated metric is reproduced bit for bit
+    assert all(m["delta"] == 0.0 for m in rows.values() if m["verdict"] != "info")
+    assert rows["fid"]["tolerance"] > 0 and rows["nfe_mean"]["rule"] == "exact"
+
+
+def test_perturbed_weights_fail_naming_the_metrics(vae_records):
+    code, out, _ = _run("check", "--baseline", str(vae_records["baseline"]), "--candidate", str(vae_records["perturbed"]))
+    assert code == 1
+    assert out.startswith("## genbench check: DRIFT")
+    for metric in ("fid", "bpd"):
+        assert f"| {metric} |" in out and any(line.startswith(f"| {metric} |") and "**DRIFT**" in line
+                                              for line in out.splitlines())
+    assert "model.checkpoint_sha256" in out  # the model changed: context, not a protocol mismatch
+
+
+def test_changed_sampler_steps_fail_naming_nfe(tmp_path):
+    entry = tmp_path / "euler.py"
+    entry.write_text(STEPS_MODEL)
+    common = ("--entry", f"{entry}:factory", "--dataset", "gaussian-2-test", "--num-samples", "200",
+              "--metrics", "nfe,fid")
+    base = _eval(tmp_path / "steps10.json", *common, "--steps", "10")
+    cand = _eval(tmp_path / "steps2.json", *common, "--steps", "2")
+    code, out, _ = _run("check", "--baseline", str(base), "--candidate", str(cand))
+    assert code == 1  # a drift, not a refusal: the sampler's steps are what is being tested
+    nfe = next(line for line in out.splitlines() if line.startswith("| nfe_mean |"))
+    assert "| 10 | 2 |" in nfe and "**DRIFT**" in nfe
+
+
+@pytest.fixture(scope="module")
+def seed_pairs() -> list[tuple[dict, dict]]:
+    """20 pairs of runs of a tiny model that differ only in their seeds (40 independent seeds)."""
+    def run(seed: int) -> dict:
+        cfg = ModelEvalConfig(model="linear-gaussian-vae", model_args=(("data_dim", 4), ("latent_dim", 2)),
+                              dataset="gaussian-4-test", num_samples=200, seed=seed, use_cache=False,
+                              num_importance=10,
+                              metrics=("fid", "prdc", "nfe", "bpd", "elbo_bpd", "iwae_bpd", "active_units"))
+        return evaluate_model(cfg, progress=False)
+
+    return [(run(2 * i), run(2 * i + 1)) for i in range(20)]
+
+
+def test_seed_only_differences_pass_at_the_nominal_rate(seed_pairs):
+    """Family-wise alpha = 1% per record pair (8 toleranced metrics, 3 exact ones), so the alarms X over
+    20 independent pairs are at most Binomial(20, 0.01): E[X] = 0.2, P(X >= 3) = 0.0010. We assert
+    X <= 2 (these seeds give X = 1: elbo_bpd and iwae_bpd of pair 0, whose per-example bits/dim
+    are heavy-tailed for this deliberately mismatched model; 5 alarms in 490 pairs over all the
+    configurations tried during development, 1.0%)."""
+    alpha, pairs = 0.01, len(seed_pairs)
+    assert stats.binom.sf(2, pairs, alpha) < 1.1e-3
+    options = CheckOptions(family_alpha=alpha, across_seeds=True)
+    alarms = sum(not check([(f"pair {i}", b, c)], options).passed for i, (b, c) in enumerate(seed_pairs))
+    assert alarms <= 2
+    # ... and the same pairs are refused without --across-seeds: seeds are protocol by default
+    with pytest.raises(ValueError, match=r"(?s)config\.seed.*use --across-seeds"):
+        check([("pair 0", *seed_pairs[0])], CheckOptions())
+
+
+def test_tolerance_file_overrides_and_rejects_unknown_keys(seed_pairs, tmp_path):
+    base, cand = write_record(tmp_path / "b.json", seed_pairs[0][0]), write_record(tmp_path / "c.json", seed_pairs[0][1])
+    args = ("check", "--baseline", str(base), "--candidate", str(cand), "--across-seeds")
+    gated = ("fid", "precision", "recall", "density", "coverage", "bpd", "elbo_bpd", "iwae_bpd")
+
+    def with_file(content: str, name: str = "tol.yaml") -> tuple[int, str, str]:
+        (tmp_path / name).write_text(content)
+        return _run(*args, "--tolerances", str(tmp_path / name))
+
+    loose = {k: {"abs": 1e9} for k in gated}
+    assert with_file(json.dumps(loose), "tol.json")[0] == 0
+    assert with_file("".join(f"{k}: {{z: 50}}\n" for k in gated))[0] == 0
+    code, out, _ = with_file(json.dumps({**loose, "fid": {"abs": 0}}), "tol.json")
+    fid = next(line for line in out.splitlines() if line.startswith("| fid |"))
+    assert code == 1 and "**DRIFT**" in fid and "user abs 0" in fid
+    assert with_file(json.dumps({**loose, "fid": {"rel": 0}}), "tol.json")[0] == 1
+    for content, message in (("fid: {absolute: 0.5}\n", "exactly one of abs, rel, z"),
+                             ("fdi: {abs: 0.5}\n", "unknown metric 'fdi' (did you mean fid"),
+                             ("fid: {abs: -1}\n", "must be a number >= 0"),
+                             ("fid: [abs\n", "not valid YAML")):
+        code, _, err = with_file(content)
+        assert code == 2 and message in err and "tol.yaml" in err
+
+
+@pytest.fixture(scope="module")
+def sample_record(tmp_path_factory) -> dict:
+    path = tmp_path_factory.mktemp("samples") / "r.json"
+    code, _, err = _run("eval-samples", "--samples", "8gaussians-test", "--reference", "8gaussians-train",
+                        "--num-samples", "120", "--metrics", "fid,prdc", "--json", str(path), "--quiet")
+    assert code == 0, err
+    return json.loads(path.read_text())
+
+
+def _mutated(record: dict, edit) -> dict:
+    copy = json.loads(json.dumps(record))
+    edit(copy)
+    return copy
+
+
+@pytest.mark.parametrize("edit, fields", [
+    (lambda r: r["features"].update(name="mnist-cnn"), ["features.name"]),
+    (lambda r: r["features"].update(weights_sha256="0" * 64), ["features.weights_sha256"]),
+    (lambda r: [r["metrics"][k].update(nearest_k=7) for k in ("precision", "recall")], ["metrics.*.nearest_k"]),
+    (lambda r: (r["config"].update(num_samples=100), r["metrics"]["fid"].update(n_samples=100)),
+     ["config.num_samples", "metrics.*.n_samples"]),
+    (lambda r: r["data"]["reference"].update(content_hash="f" * 64), ["data.reference.content_hash"]),
+])
+def test_protocol_mismatch_is_refused_naming_fields(sample_record, tmp_path, edit, fields):
+    base = write_record(tmp_path / "b.json", sample_record)
+    cand = write_record(tmp_path / "c.json", _mutated(sample_record, edit))
+    code, out, err = _run("check", "--baseline", str(base), "--candidate", str(cand))
+    assert code == 2 and out == ""
+    assert "protocol mismatch" in err and all(f in err for f in fields)
+
+
+def test_solver_tolerance_mismatch_is_refused(tmp_path):
+    args = ("--model", "gaussian-vp", "--model-arg", "dim=2", "--dataset", "gaussian-2-test", "--metrics", "bpd",
+            "--num-samples", "20", "--ode-divergence", "exact")
+    base = _eval(tmp_path / "b.json", *args)
+    cand = _eval(tmp_path / "c.json", *args, "--ode-rtol", "1e-3")
+    code, _, err = _run("check", "--baseline", str(base), "--candidate", str(cand))
+    assert code == 2 and "config.ode_rtol" in err and "metrics.*.rtol" in err
+
+
+def test_context_changes_are_not_mismatches(sample_record, tmp_path):
+    def edit(r: dict) -> None:
+        r["run"].update(git_sha="0" * 40, device="cuda:0")
+        r["run"]["versions"]["torch"] = "9.9"
+        r["config"].update(batch_size=7)
+    base = write_record(tmp_path / "b.json", sample_record)
+    cand = write_record(tmp_path / "c.json", _mutated(sample_record, edit))
+    code, out, _ = _run("check", "--baseline", str(base), "--candidate", str(cand))
+    assert code == 0 and "`run.versions.torch` 2" in out and "`run.git_sha`" in out
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", "not readable JSON"),
+    ('{"schema": "other/1"}', "unknown record schema"),
+    ("SCHEMA_NO_METRICS", "missing field 'metrics'"),
+    ("BAD_VALUE", "metrics.fid.value is 'high', not a number"),
+])
+def test_malformed_records_name_file_and_problem(sample_record, tmp_path, content, problem):
+    base = write_record(tmp_path / "b.json", sample_record)
+    bad = tmp_path / "bad.json"
+    if content == "SCHEMA_NO_METRICS":
+        content = json.dumps({k: v for k, v in sample_record.items() if k != "metrics"})
+    elif content == "BAD_VALUE":
+        content = json.dumps(_mutated(sample_record, lambda r: r["metrics"]["fid"].update(value="high")))
+    bad.write_text(content)
+    code, _, err = _run("check", "--baseline", str(base), "--candidate", str(bad))
+    assert code == 2 and problem in err and str(bad) in err
+
+
+def test_folders_pair_by_name_and_missing_pieces_fail(sample_record, tmp_path):
+    write_record(tmp_path / "b" / "run.json", sample_record)
+    write_record(tmp_path / "b" / "only-baseline.json", sample_record)
+    write_record(tmp_path / "c" / "run.json", _mutated(sample_record, lambda r: r["metrics"].pop("coverage")))
+    code, out, _ = _run("check", "--baseline", str(tmp_path / "b"), "--candidate", str(tmp_path / "c"))
+    assert code == 1
+    assert "**no candidate record**" in out and "| coverage |" in out and "**MISSING** | absent from the candidate" in out
+    assert _run("check", "--baseline", str(tmp_path / "b"), "--candidate", str(tmp_path / "c" / "run.json"))[0] == 2
+    assert _run("check", "--baseline", str(tmp_path / "b"))[0] == 2
+
+
+def test_pytest_fixture_asserts_no_drift(vae_records, genbench_no_drift):
+    report = genbench_no_drift(vae_records["baseline"], json.loads(vae_records["rerun"].read_text()))
+    assert report.passed
+    with pytest.raises(DriftError, match=r"DRIFT.*fid"):
+        assert_no_drift(vae_records["baseline"], vae_records["perturbed"])
+    assert_no_drift(vae_records["baseline"], vae_records["perturbed"], tolerances={
+        k: {"abs": 1e6} for k in ("fid", "precision", "recall", "density", "coverage", "bpd", "elbo_bpd")})
+
+
+def test_ci_tiny_suite_passes_against_committed_baselines():
+    code, out, err = _run("check", "--suite", "ci-tiny", "--baseline", str(REPO / "results" / "baselines" / "ci-tiny"))
+    assert code == 0, out + err
+    assert out.startswith("## genbench check: PASS") and out.count("### ci-tiny/") == 3
+
+
+@pytest.mark.parametrize("content, message", [
+    ("name: x\nbaseline_dir: b\nruns: []\nextra: 1\n", "unknown key(s) ['extra']"),
+    ("name: x\nbaseline_dir: b\nruns:\n  - {name: a, command: eval-samples, options: {samples: moons-test}, when: now}\n",
+     "unknown key(s) ['when']"),
+    ("name: x\nbaseline_dir: b\nruns:\n  - {name: a, command: eval-samples, options: {samples: s, reference: r, seeds: 3}}\n",
+     "unknown option(s) ['seeds']"),
+    ("name: x\nbaseline_dir: b\nruns:\n  - {name: a, command: train, options: {}}\n", "command 'train' is not one of"),
+])
+def test_suite_files_are_strict(tmp_path, content, message):
+    path = tmp_path / "suite.yaml"
+    path.write_text(textwrap.dedent(content))
+    code, _, err = _run("check", "--suite", str(path))
+    assert code == 2 and message in err and str(path) in err
+
+
+def test_suite_update_writes_baselines_that_then_pass(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nbaseline_dir: unused\nruns:\n  - name: ring\n    command: eval-samples\n"
+                     "    options: {samples: rings-test, reference: rings-train, num_samples: 60, metrics: [fid, prdc]}\n")
+    assert _run("check", "--suite", str(suite), "--baseline", str(tmp_path / "bl"), "--update-baselines")[0] == 0
+    assert (tmp_path / "bl" / "ring.json").is_file()
+    assert _run("check", "--suite", str(suite), "--baseline", str(tmp_path / "bl"))[0] == 0
+    (tmp_path / "bl" / "ring.json").rename(tmp_path / "bl" / "other.json")
+    code, out, _ = _run("check", "--suite", str(suite), "--baseline", str(tmp_path / "bl"))
+    assert code == 1 and "**no baseline record**" in out
+    code, _, err = _run("check", "--suite", str(suite), "--baseline", str(tmp_path / "none"))
+    assert code == 2 and "does not exist" in err
+
+
+def test_fid_of_rows_matches_fid_both_routes():
+    """n >= d: the same d x d route. n < d: the Gram route, exact where the d x d route adds ~sqrt(eps)
+    per null eigenvalue of the rank-deficient covariances (~1e-9 relative here)."""
+    rng = np.random.default_rng(0)
+    for n, d, rel in ((30, 64, 1e-7), (200, 5, 1e-12)):
+        x, y = rng.standard_normal((n, d)), rng.standard_normal((n + 3, d)) * 1.3 + 0.2
+        assert fid_of_rows(x, y) == pytest.approx(fid_from_features(x, y), rel=rel)
+    x = rng.standard_normal((20, 50))
+    assert abs(fid_of_rows(x, x)) < 1e-12
+
+
+def test_half_sample_spread_is_seeded_and_covers_inception_score():
+    rng = np.random.default_rng(1)
+    fake, real, logits = rng.standard_normal((80, 3)), rng.standard_normal((90, 3)), rng.standard_normal((80, 5))
+    settings = BootstrapSettings(metrics=("fid", "kid", "is", "prdc"), kid_subsets=3, kid_subset_size=50,
+                                 is_splits=4, pr_nearest_k=3, dc_nearest_k=5)
+    a = bootstrap_sample_metrics(fake, real, logits, settings, num_boot=4, seed=7)
+    assert a == bootstrap_sample_metrics(fake, real, logits, settings, num_boot=4, seed=7)
+    assert set(a) == {"fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage"}
+    assert all(v["std"] > 0 and v["num_boot"] == 4 for v in a.values())
