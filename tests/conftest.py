@@ -38,3 +38,18 @@ def inception_weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from inception_weights import make_random_inception_weights
 
     return make_random_inception_weights(tmp_path_factory.mktemp("inception") / "random-inception.pth")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tiny models on one intra-op thread (``pytestmark = usefixtures("one_thread")``).
+
+    Their small matmuls and convolutions gain nothing from a second thread and lose a lot on a shared
+    2-core machine (up to 30x measured); one thread also makes timings and float reductions steadier.
+    """
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -6,7 +6,6 @@ import json
 import math
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,13 +22,7 @@ from harness.rng import BatchRNG  # noqa: E402
 N_TRAIN = 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny 8x8 convolutions: intra-op threads only add contention (30x slower on a busy 2-core box)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_unet() -> torch.nn.Module:

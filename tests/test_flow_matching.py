@@ -32,12 +32,7 @@ TRAIN_STEPS = 1000
 NUM_TRAIN = 5000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(name: str, dataset: str, out, *, seed: int = 0, steps: int = TRAIN_STEPS, **extra) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -99,13 +98,7 @@ def make_model(d: int, *, seed: int = 0, mu_scale: float = 1.0) -> GaussianVP:
     return GaussianVP(mu, s, q)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny matmuls: intra-op threads only add overhead (and contend on a shared 2-core box)."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 EXACT = ODELikelihoodConfig(divergence="exact")

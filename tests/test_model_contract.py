@@ -34,12 +34,7 @@ DATASETS = {(2,): "moons", (1, 28, 28): "mnist5k", (1, 8, 8): "digits"}
 NUM_TRAIN = 512  # rows drawn for toy sets (image sets are fixed files)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sample(model, n: int = 6, seed: int = 0) -> torch.Tensor:

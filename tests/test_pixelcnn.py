@@ -11,12 +11,7 @@ from baselines.pixelcnn import MaskedConv2d, PixelCNN, PixelCNNConfig, pixelcnn_
 from harness.rng import BatchRNG
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _small(levels: int = 2, shape=(1, 6, 6), **kw) -> PixelCNN:

@@ -11,12 +11,7 @@ from baselines.realnvp import RealNVP, RealNVPConfig, std_normal_log_prob
 from harness.rng import BatchRNG
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_flow(shape, *, scale: float = 0.2, seed: int = 0, dtype=torch.float64, **kw) -> RealNVP:

@@ -20,12 +20,7 @@ MU = torch.tensor([0.5, -0.3], dtype=torch.float64)
 COV = torch.tensor([[0.5, 0.2], [0.2, 1.5]], dtype=torch.float64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,7 @@ from harness.protocols import Encoder, LogLikelihood, LowerBound, Sampler
 from harness.rng import BatchRNG
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True, scope="module")
