@@ -112,6 +112,34 @@ def test_perturbed_weights_fail_naming_the_metrics(vae_records):
     assert "model.checkpoint_sha256" in out  # the model changed: context, not a protocol mismatch
 
 
+def test_perturbed_trained_baseline_fails(tmp_path):
+    """The issue's case literally: a baseline trained by `genbench train`, its weights perturbed."""
+    from harness.checkpoint import load_checkpoint
+
+    ckpt = tmp_path / "vae2d.pt"
+    code, _, err = _run("train", "vae-2d", "--dataset", "moons-train", "--steps", "300", "--num-train", "2000",
+                        "--out", str(ckpt), "--quiet")
+    assert code == 0, err
+    trained = load_checkpoint(ckpt)
+    state = {k: v.clone() for k, v in trained.state_dict.items()}
+    # The injected drift: the decoder's output bias moves by 1.0 (moons spans about 3 units). Smaller
+    # changes can pass: the tolerance is the seed-to-seed spread of each metric (see harness/drift.py).
+    output_bias = [k for k in state if k.startswith("net.") and k.endswith("bias")][-1]
+    state[output_bias] += 1.0
+    perturbed = tmp_path / "vae2d-perturbed.pt"
+    save_checkpoint(perturbed, model_name=trained.model_name, config=trained.config, state_dict=state, meta=trained.meta)
+    common = ("--dataset", "moons-test", "--num-samples", "300", "--metrics", "fid,prdc,elbo_bpd")
+    base = _eval(tmp_path / "base.json", "--checkpoint", str(ckpt), *common)
+    same = _eval(tmp_path / "same.json", "--checkpoint", str(ckpt), *common)
+    moved = _eval(tmp_path / "moved.json", "--checkpoint", str(perturbed), *common)
+    assert _run("check", "--baseline", str(base), "--candidate", str(same))[0] == 0
+    code, out, _ = _run("check", "--baseline", str(base), "--candidate", str(moved))
+    assert code == 1, out
+    drifted = [line.split("|")[1].strip() for line in out.splitlines() if "**DRIFT**" in line]
+    assert drifted, out
+    assert "elbo_bpd" in drifted or "fid" in drifted
+
+
 def test_changed_sampler_steps_fail_naming_nfe(tmp_path):
     entry = tmp_path / "euler.py"
     entry.write_text(STEPS_MODEL)
