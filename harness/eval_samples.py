@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from harness.bootstrap import BootstrapSettings, bootstrap_sample_metrics
+from harness.config import config_from_dict
 from harness.datasets import Dataset, load_dataset
 from harness.features import FeatureSet, extract_features, extract_reference_features
 from harness.store.records import SCHEMA, run_info
@@ -82,11 +83,8 @@ class SampleEvalConfig:
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> SampleEvalConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown}; known: {sorted(known)}")
-        return cls(**options)
+        """Build from a mapping (suite files); unknown keys are refused with the known ones listed."""
+        return config_from_dict(cls, options)
 
 
 @dataclass

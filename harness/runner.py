@@ -13,7 +13,7 @@ import inspect
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.convert import ROUNDING, samples_to_data
+from harness.config import config_from_dict
 from harness.datasets import Dataset, load_dataset
 from harness.eval_samples import SampleEvalConfig, check_values, describe_dataset, score_datasets, select_rows
 from harness.protocols import DataSpec, Encoder, LogLikelihood, LowerBound, ProbabilityFlow, Sampler, capabilities
@@ -92,11 +93,8 @@ class ModelEvalConfig:
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> ModelEvalConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown option(s) {unknown}; known: {sorted(known)}")
-        return cls(**options)
+        """Build from a mapping (suite files); unknown keys are refused with the known ones listed."""
+        return config_from_dict(cls, options)
 
 
 @dataclass(frozen=True)
