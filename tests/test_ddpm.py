@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from baselines.ddpm import DDPM, REGISTRY, ddim_step
-from harness.models import MODELS, register_model
 from harness.nfe import counting
 from harness.protocols import capabilities
 from harness.rng import BatchRNG
@@ -17,12 +16,6 @@ from harness.rng import BatchRNG
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def registered():
-    for entry in REGISTRY:
-        if entry.name not in MODELS:
-            register_model(entry)
 
 
 class ExactGaussianEps(nn.Module):
@@ -187,7 +180,7 @@ def test_nfe_and_batch_independence():
         model.sample(2, BatchRNG(0, range(2)), steps=10)
 
 
-def test_training_on_moons_reaches_quality(tmp_path, registered):
+def test_training_on_moons_reaches_quality(tmp_path):
     """1500 seeded steps on moons-train; harness precision/recall against moons-test; ELBO improves.
 
     Thresholds from our runs (seed 0, 1000 samples): 2000 steps gave ancestral P=0.75 R=0.99,

@@ -36,7 +36,6 @@ from harness.datasets import (
     TWENTYFIVE_GAUSSIANS_CENTERS,
     TWENTYFIVE_GAUSSIANS_STD,
 )
-from harness.models import MODELS, register_model
 from harness.rng import BatchRNG
 from metrics.modes import (
     assign_modes,
@@ -50,12 +49,6 @@ from metrics.modes import (
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def registered():
-    for entry in REGISTRY:
-        if entry.name not in MODELS:
-            register_model(entry)
 
 
 D_REAL = torch.tensor([2.0, -1.0, 0.5, 0.0])
@@ -338,7 +331,7 @@ QUALITY_STEPS = 600
 MIN_MODES, MIN_HQ, MIN_PRECISION, MIN_RECALL = 17, 0.05, 0.05, 0.85
 
 
-def test_wgan_gp_learns_25gaussians(tmp_path, registered):
+def test_wgan_gp_learns_25gaussians(tmp_path):
     from harness.runner import ModelEvalConfig, evaluate_model, load_model
     from harness.train import TrainConfig, train
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from baselines.score_sde import REGISTRY, SDE, ScoreSDE, score_sde_subvp, score_sde_ve, score_sde_vp
-from harness.models import MODELS, register_model
+from harness.models import MODELS
 from harness.nfe import counting
 from harness.protocols import capabilities
 from harness.rng import BatchRNG
@@ -22,12 +22,6 @@ COV = torch.tensor([[0.5, 0.2], [0.2, 1.5]], dtype=torch.float64)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def registered():
-    for entry in REGISTRY:
-        if entry.name not in MODELS:
-            register_model(entry)
 
 
 class ExactGaussianEps(nn.Module):
@@ -171,7 +165,7 @@ def test_samples_do_not_depend_on_batch_size(kind):
             assert torch.isfinite(full).all()
 
 
-def test_vp_training_on_moons_reaches_quality(tmp_path, registered):
+def test_vp_training_on_moons_reaches_quality(tmp_path):
     """1500 seeded steps of score-sde-vp on moons-train, judged by the harness against moons-test.
 
     Thresholds from our runs (seed 0, 1000 samples): 2000 steps gave EM-200 P=0.79/R=0.98,
@@ -195,7 +189,7 @@ def test_vp_training_on_moons_reaches_quality(tmp_path, registered):
 
 
 @pytest.mark.parametrize("name", ["score-sde-ve", "score-sde-subvp"])
-def test_tiny_training_runs_and_samples(tmp_path, registered, name):
+def test_tiny_training_runs_and_samples(tmp_path, name):
     """The VE and sub-VP variants train through the harness (tiny config) and sample finite values."""
     from harness.runner import ModelEvalConfig, evaluate_model
     from harness.train import TrainConfig, train

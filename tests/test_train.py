@@ -22,14 +22,6 @@ TINY = {"hidden": 16, "depth": 1, "batch_size": 64}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _registered():
-    """Register the VAE entries unless harness.models.BASELINE_MODULES already did."""
-    for entry in vae_module.REGISTRY:
-        if entry.name not in models.MODELS:
-            models.register_model(entry)
-    yield
-
 
 def _train(tmp_path, name: str, *, steps: int, seed: int = 0, config: dict | None = None, **kwargs):
     cfg = TrainConfig(model="vae-2d", dataset="moons-train", out=str(tmp_path / name), steps=steps, seed=seed,

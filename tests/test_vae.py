@@ -18,13 +18,6 @@ from harness.rng import BatchRNG
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _registered():
-    for entry in vae_module.REGISTRY:
-        if entry.name not in models.MODELS:
-            models.register_model(entry)
-    yield
-
 
 def _gauss(**kw) -> VAE:
     return vae_module.vae_2d(hidden=16, depth=1, **kw)
