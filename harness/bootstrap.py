@@ -27,6 +27,13 @@ the spread also covers those seeds. Cost: B times the run's metric computation o
 (KID's cost is per subset, so a replicate costs as much as the run's KID, except when a subset is
 the whole half-set, which needs one subset instead of ``kid_subsets`` identical ones). Metrics whose minimum sample count the half-sets cannot
 meet get no uncertainty (the drift check then compares them exactly). No global RNG is used.
+
+The replicate rows depend only on the seed, n, n_ref and the replicate index: the replicate stream
+draws the generated rows, the reference rows and one estimator seed per replicate, in that order,
+whatever the metrics. Two runs at the same seed and sizes therefore score the *same* row subsets,
+and their replicate values (stored in the record) pair up: the spread of the differences
+c_r − b_r, times the same factor, is the standard error of the difference Δ = c − b of two runs that
+share their sampling noise, which ``harness.drift`` uses at equal seeds.
 """
 
 from __future__ import annotations
@@ -132,10 +139,13 @@ def bootstrap_sample_metrics(
         num_boot: number of half-sample replicates B (>= 2).
         seed: the run seed; replicate r uses ``default_rng(SeedSequence([seed, stream]))``.
     Returns:
-        ``{key: {"std", "num_boot", "method", "seed"}}`` for each of ``fid``, ``kid_mean``,
-        ``is_mean``, ``precision``, ``recall``, ``density``, ``coverage`` that the run computed
-        and the half-sets are large enough for. ``std`` estimates the standard error at full size;
-        its Monte-Carlo uncertainty has B − 1 degrees of freedom.
+        ``{key: {"std", "num_boot", "method", "seed", "scale", "replicates"}}`` for each of ``fid``,
+        ``kid_mean``, ``is_mean``, ``precision``, ``recall``, ``density``, ``coverage`` that the run
+        computed and the half-sets are large enough for. ``std`` estimates the standard error at full
+        size; its Monte-Carlo uncertainty has B − 1 degrees of freedom. ``replicates`` are the B
+        half-sample values (in replicate order) and ``scale`` the factor sqrt(m/(n − m)) applied to
+        their standard deviation: with them ``harness.drift`` makes a *paired* comparison of two runs
+        at equal seeds (see the module docstring).
     """
     if num_boot < 2:
         raise ValueError(f"num_boot must be >= 2 to estimate a spread, got {num_boot}")
@@ -152,8 +162,9 @@ def bootstrap_sample_metrics(
         reps.append(_replicate(fake_features[rows], real_features[ref_rows], logits, settings, rng))
     # delete-d jackknife factor m/(n-m) per set, averaged over the two sets (both 1 for even n)
     factor = math.sqrt((m / (n - m) + m_ref / (n_ref - m_ref)) / 2.0)
-    return {
-        key: {"std": float(np.std([r[key] for r in reps], ddof=1)) * factor, "num_boot": num_boot,
-              "method": METHOD, "seed": int(seed)}
-        for key in reps[0]
-    }
+    out = {}
+    for key in reps[0]:
+        values = [float(r[key]) for r in reps]
+        out[key] = {"std": float(np.std(values, ddof=1)) * factor, "num_boot": num_boot, "method": METHOD,
+                    "seed": int(seed), "scale": factor, "replicates": values}
+    return out

@@ -11,7 +11,8 @@ Every field of a record falls in one of four classes:
   :class:`ProtocolMismatch` naming every differing field (exit status 2): the record ``kind``; every
   ``config`` option except those listed below (sample counts, KID subsets and subset size, IS
   splits, k of the k-NN metrics, rounding, IWAE k, ODE divergence / probes / solver / rtol / atol /
-  steps, and any option added later: unknown options are protocol, to stay strict); the feature
+  steps, and any option added later: unknown options are protocol, to stay strict; an option one
+  record lacks, written before it existed, counts as its default value); the feature
   extractor's protocol (name, weights sha256, resize, dimension, ...); the *reference* data
   (``data.reference`` of eval-samples, ``data.dataset`` of eval: content hash, kind, shape, dtype,
   rows selected); and per metric every field except its measured outputs (value, uncertainty,
@@ -34,23 +35,54 @@ Every field of a record falls in one of four classes:
 
 Tolerances and verdicts
 -----------------------
-A metric with standard errors s_b, s_c (the half-sample spread recorded by ``harness.bootstrap``,
-or the ``stderr`` of bits/dim) passes when |Δ| ≤ q·sqrt(s_b² + s_c²) + 1e-9·max(1, |baseline|).
-The tolerance guards against a false alarm whose probability is at most ``family_alpha`` (1%) per
-record: q is the two-sided 1 − α/m quantile over the m statistically-toleranced metrics of the
-record (Bonferroni, valid under any correlation between them), of a Student t whose degrees of
-freedom (Welch 1947; Satterthwaite 1946) carry the Monte-Carlo error of the spreads: B − 1 for B
-half-samples, n − 1 for a standard error over n examples. With B = 10 (df ≈ 18) and m = 6,
-q ≈ 3.7 (3.1 for known spreads). Measured on reruns that differ only in seeds (toy data, identity
-features, n = 150-300, B = 10): 5 false alarms in 490 record pairs (1.0%); see tests/test_drift.py.
-The check is built for runs that differ in code: at equal seeds an unchanged run gives Δ = 0 and
-passes exactly; a real change is flagged when it moves a metric by more than a change of seed
-plausibly would. NFE and deterministic counts (``active_units``, ``kl_active_dims``) and any metric
-recorded without a spread must match exactly (when only one side has a spread, it serves both).
+Each metric passes when |Δ| ≤ tolerance, Δ = candidate − baseline. The tolerance guards against a
+false alarm whose probability is at most ``family_alpha`` (1%) per record: q is the two-sided
+1 − α/m quantile over the m statistically-toleranced metrics of the record (Bonferroni, valid under
+any correlation between them) of a Student t whose degrees of freedom carry the Monte-Carlo error of
+the spread. Two rules, named per metric in the report (``basis``):
+
+* **unpaired** (``--across-seeds``, or a record without replicates, e.g. older baselines): the
+  spreads s_b, s_c of each run (the half-sample spread recorded by ``harness.bootstrap``, or the
+  ``stderr`` of bits/dim) give |Δ| ≤ q·sqrt(s_b² + s_c²) + 1e-9·max(1, |baseline|), with
+  Welch-Satterthwaite df (Welch 1947; Satterthwaite 1946) from B − 1 per side for B half-samples,
+  n − 1 for a standard error over n examples. With B = 10 (df ≈ 18) and m = 6, q ≈ 3.7 (3.1 for
+  known spreads). Measured on reruns that differ only in seeds (toy data, identity features,
+  n = 150-300, B = 10): 5 false alarms in 490 record pairs (1.0%); see tests/test_drift.py.
+* **paired** (seeds equal, the default, and both records hold replicates made the same way): at
+  equal seeds both runs draw the same latents, data rows, dequantization noise and half-sample
+  rows, so the sampling noise that a seed change would bring is shared and cancels in Δ. The
+  spread is that of Δ itself: for a sample metric, the standard deviation of the B differences
+  c_r − b_r of the two runs' half-sample replicates (same rows, ``uncertainty.replicates``) times
+  the same delete-d jackknife factor sqrt(m/(n − m)) (``uncertainty.scale``), df = B − 1; for
+  bits/dim, the batch-means standard error of the K = 20 differences D_j of the block means
+  (``block_means``, ``metrics.bpd.block_means``): sqrt(Σ n_j (D_j − Δ)² / ((K − 1) n)), df = K − 1.
+  Tolerance q·s_paired + max(0.05·s_unpaired, one count) + 1e-9·max(1, |baseline|). The paired
+  spread shrinks with the change itself (a bias shift ε moves Δ and its spread both ∝ ε), so some
+  floor is needed or a numerically irrelevant change would fail as often as a real one: changes
+  under 5% of the seed-to-seed standard error (``MIN_EFFECT``) always pass, as does a k-NN fraction
+  (precision, recall, coverage; density) moving by one sample (1/n, 1/(k·n)), which half-samples
+  cannot see. An unchanged rerun gives Δ = 0 and every paired spread 0: it passes exactly.
+
+Measured (``vae-2d`` trained by ``genbench train vae-2d --dataset moons-train --steps 300
+--num-train 2000``, decoder output bias shifted by ε, ``genbench eval --dataset moons-test
+--num-samples 300 --metrics fid,prdc,elbo_bpd`` at seeds 0-9, baseline and candidate at the same
+seed): ε = 0.3 (FD[identity] 0.046 → 0.128, elbo_bpd +0.075 at seed 0; unpaired tolerances 0.28
+and 0.18, paired 0.41 and 0.069) is flagged in 7 of 10 seeds paired, 0 of 10 unpaired; ε = 0.4 in
+10 of 10 paired, 2 of 10 unpaired; with n = 1000, ε = 0.3 in 10 of 10 paired, 6 of 10 unpaired.
+elbo_bpd is the sensitive metric: a shift's effect on FD is proportional to the (noisy) mean
+difference of the two sets, so FD's paired spread is not smaller than its unpaired one there.
+ε = 1e-6, 1e-4, 1e-3, 1e-2: no alarm in 10 seeds each (without the floor: 1, 1, 2, 0 alarms). A
+null change (the generated set redrawn from the same distribution, reference and seed shared;
+2-D Gaussians, n = 200, 200 trials) fails a per-metric two-sided 5% paired t test 0.5-4% of the
+time (tests/test_drift.py checks this calibration), and the paired spread is 0.6-1.0 times the
+unpaired one there.
+
+NFE and deterministic counts (``active_units``, ``kl_active_dims``) and any metric recorded without
+a spread must match exactly (when only one side has a spread, it serves both, unpaired).
 ``samples_per_s`` (timing) and the dispersion entries ``kid_std`` / ``is_std`` are reported but
 not gated. A user file overrides per metric:
 ``{"fid": {"abs": 0.5}}``, ``{"rel": 0.01}`` (of |baseline|) or ``{"z": 3}`` (multiples of the
-combined spread, no Bonferroni).
+spread of Δ, paired or unpaired as above, no Bonferroni).
 """
 
 from __future__ import annotations
@@ -70,6 +102,10 @@ __all__ = [
 ]
 
 FAMILY_ALPHA = 0.01
+MIN_EFFECT = 0.05  # paired rule: changes below this many unpaired (seed-to-seed) standard errors always pass
+# k-NN fractions move in whole counts: (sample-count field, divide by nearest_k too)
+_COUNTED = {"precision": ("n_samples", False), "recall": ("n_reference", False), "coverage": ("n_reference", False),
+            "density": ("n_samples", True)}
 ABSENT = "<absent>"  # a field one record has and the other lacks
 UNGATED = {"samples_per_s": "timing", "kid_std": "dispersion over KID subsets", "is_std": "dispersion over IS splits"}
 
@@ -85,7 +121,7 @@ _FEATURES_CONTEXT = frozenset({"weights_file", "weights_path", "weights_source",
                                "versions"})
 _DATA_CONTEXT = frozenset({"spec", "source", "name", "features_cached"})
 _METRIC_NOT_PROTOCOL = frozenset({
-    "value", "uncertainty", "stderr", "count", "variances", "kl_per_dim", "forward_calls", "examples_evaluated",
+    "value", "uncertainty", "stderr", "block_means", "count", "variances", "kl_per_dim", "forward_calls", "examples_evaluated",
     "vjp_calls", "nfe_mean", "nfe_max", "wall_time_s", "device", "batch_size", "chunk", "library",
 })
 _METRIC_TESTED = {"nfe_mean": frozenset({"sampler", "steps"})}
@@ -128,7 +164,8 @@ class CheckOptions:
 
 @dataclass(frozen=True)
 class MetricResult:
-    """One row of the report. ``verdict`` is ``pass``, ``drift``, ``missing`` or ``info`` (not gated)."""
+    """One row of the report. ``verdict`` is ``pass``, ``drift``, ``missing`` or ``info`` (not gated);
+    ``basis`` is ``paired`` or ``unpaired`` for a statistical tolerance (which spread it used), else None."""
 
     metric: str
     baseline: float | None
@@ -137,6 +174,7 @@ class MetricResult:
     tolerance: float | None
     verdict: str
     rule: str
+    basis: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -217,10 +255,32 @@ def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[FieldDifference]:
 
 def protocol_differences(baseline: dict[str, Any], candidate: dict[str, Any], *,
                          across_seeds: bool = False) -> list[FieldDifference]:
-    """Protocol fields that differ between two records (over the metrics both have)."""
+    """Protocol fields that differ between two records (over the metrics both have).
+
+    A config option absent from one record (written before the option existed) and at its default
+    in the other is no difference: an option is added with the default that keeps the old behaviour.
+    """
     shared = set(baseline["metrics"]) & set(candidate["metrics"])
-    return _diff(_protocol_view(baseline, shared, across_seeds=across_seeds),
-                 _protocol_view(candidate, shared, across_seeds=across_seeds))
+    diffs = _diff(_protocol_view(baseline, shared, across_seeds=across_seeds),
+                  _protocol_view(candidate, shared, across_seeds=across_seeds))
+    defaults = _config_defaults(baseline.get("kind")) if any(ABSENT in (d.baseline, d.candidate) for d in diffs) else {}
+    return [d for d in diffs if not (d.path.startswith("config.") and ABSENT in (d.baseline, d.candidate)
+                                     and d.path[len("config."):] in defaults
+                                     and defaults[d.path[len("config."):]] in (d.baseline, d.candidate))]
+
+
+def _config_defaults(kind: Any) -> dict[str, Any]:
+    """Default config option values of a record kind, as they read back from JSON."""
+    import dataclasses
+
+    if kind == "eval":
+        from harness.runner import ModelEvalConfig as config_class
+    elif kind == "eval-samples":
+        from harness.eval_samples import SampleEvalConfig as config_class
+    else:
+        return {}
+    return {f.name: json.loads(json.dumps(f.default)) for f in dataclasses.fields(config_class)
+            if f.default is not dataclasses.MISSING}
 
 
 def context_differences(baseline: dict[str, Any], candidate: dict[str, Any]) -> list[FieldDifference]:
@@ -264,6 +324,63 @@ def _spread(entry: dict[str, Any], where: str) -> tuple[float, float] | None:
     return stderr, float(n - 1) if isinstance(n, int) and n > 1 else math.inf
 
 
+def _numbers(value: Any, length: int, where: str) -> list[float]:
+    if not isinstance(value, list) or len(value) != length:
+        raise ValueError(f"{where} must be a list of {length} numbers, got {_short(value)}")
+    out = [_number(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if any(v is None or not math.isfinite(v) for v in out):
+        raise ValueError(f"{where} must hold finite numbers, got {_short(value)}")
+    return out  # type: ignore[return-value]
+
+
+def _paired_spread(b: dict[str, Any], c: dict[str, Any], where_b: str, where_c: str) -> tuple[float, float] | None:
+    """(standard error, df) of Δ = c − b from the paired replicates of two runs at equal seeds, or None.
+
+    Sample metrics: the B half-sample replicates of both runs, on the same row subsets (same seed,
+    sizes, B and method): std of c_r − b_r times the recorded half-sampling factor, df B − 1.
+    Bits/dim: the K block means over the same n examples: sqrt(Σ n_j (D_j − Δ)² / ((K − 1) n)), df K − 1.
+    None when either side lacks them or they were made differently (then the unpaired rule applies).
+    """
+    ub, uc = b.get("uncertainty"), c.get("uncertainty")
+    if isinstance(ub, dict) and isinstance(uc, dict):
+        if "replicates" not in ub or "replicates" not in uc:
+            return None
+        if any(ub.get(k) != uc.get(k) for k in ("num_boot", "method", "seed", "scale")):
+            return None
+        boot = int(ub["num_boot"])
+        rb = _numbers(ub["replicates"], boot, f"{where_b}.uncertainty.replicates")
+        rc = _numbers(uc["replicates"], boot, f"{where_c}.uncertainty.replicates")
+        scale = _number(ub.get("scale"), f"{where_b}.uncertainty.scale")
+        if scale is None or not scale > 0:
+            raise ValueError(f"{where_b}.uncertainty.scale must be > 0, got {ub.get('scale')!r}")
+        d = [y - x for x, y in zip(rb, rc)]
+        mean = sum(d) / boot
+        return math.sqrt(sum((x - mean) ** 2 for x in d) / (boot - 1)) * scale, float(boot - 1)
+    if "block_means" not in b or "block_means" not in c:
+        return None
+    n, blocks = b.get("n"), b["block_means"]
+    if not isinstance(n, int) or n != c.get("n") or not isinstance(blocks, list) or not 2 <= len(blocks) <= n:
+        return None
+    k = len(blocks)
+    if not isinstance(c["block_means"], list) or len(c["block_means"]) != k:
+        return None
+    mb = _numbers(blocks, k, f"{where_b}.block_means")
+    mc = _numbers(c["block_means"], k, f"{where_c}.block_means")
+    sizes = [n // k + (1 if j < n % k else 0) for j in range(k)]  # numpy.array_split / torch.tensor_split
+    d = [y - x for x, y in zip(mb, mc)]
+    delta = sum(nj * dj for nj, dj in zip(sizes, d)) / n
+    return math.sqrt(sum(nj * (dj - delta) ** 2 for nj, dj in zip(sizes, d)) / ((k - 1) * n)), float(k - 1)
+
+
+def _one_count(key: str, entry: dict[str, Any]) -> float:
+    """The step of a k-NN fraction (1/n, or 1/(k·n) for density): one sample changing sides; else 0."""
+    if key not in _COUNTED:
+        return 0.0
+    field_, per_k = _COUNTED[key]
+    n, k = entry.get(field_), entry.get("nearest_k") if per_k else 1
+    return 1.0 / (n * k) if isinstance(n, int) and isinstance(k, int) and n > 0 and k > 0 else 0.0
+
+
 def _combine(b: tuple[float, float] | None, c: tuple[float, float] | None) -> tuple[float, float] | None:
     """Combined spread sqrt(s_b² + s_c²) and Welch-Satterthwaite df; a missing side borrows the other's."""
     b, c = b or c, c or b
@@ -290,14 +407,18 @@ def compare_records(name: str, baseline: dict[str, Any], candidate: dict[str, An
         raise ProtocolMismatch(mismatch_message(name, diffs, across_seeds=options.across_seeds))
     where_b, where_c = f"{paths[0] or 'baseline'}: metrics", f"{paths[1] or 'candidate'}: metrics"
     keys = list(baseline["metrics"]) + [k for k in candidate["metrics"] if k not in baseline["metrics"]]
-    plans: dict[str, tuple[float | None, float | None, tuple[float, float] | None]] = {}
+    plans: dict[str, _Plan] = {}
     for key in keys:
         if key in baseline["metrics"] and key in candidate["metrics"]:
             b, c = baseline["metrics"][key], candidate["metrics"][key]
-            plans[key] = (_number(b["value"], f"{where_b}.{key}.value"), _number(c["value"], f"{where_c}.{key}.value"),
-                          _combine(_spread(b, f"{where_b}.{key}"), _spread(c, f"{where_c}.{key}")))
-    family = [k for k, (_, _, s) in plans.items()
-              if k not in options.overrides and k not in UNGATED and s is not None and s[0] > 0]
+            unpaired = _combine(_spread(b, f"{where_b}.{key}"), _spread(c, f"{where_c}.{key}"))
+            paired = (None if options.across_seeds or unpaired is None
+                      else _paired_spread(b, c, f"{where_b}.{key}", f"{where_c}.{key}"))
+            plans[key] = _Plan(_number(b["value"], f"{where_b}.{key}.value"), _number(c["value"], f"{where_c}.{key}.value"),
+                               paired or unpaired, unpaired, None if unpaired is None else
+                               "paired" if paired else "unpaired", _one_count(key, b))
+    family = [k for k, p in plans.items()
+              if k not in options.overrides and k not in UNGATED and p.spread is not None and p.spread[0] > 0]
     rows = []
     for key in keys:
         if key not in plans:
@@ -308,7 +429,7 @@ def compare_records(name: str, baseline: dict[str, Any], candidate: dict[str, An
             rows.append(MetricResult(key, value if side == "candidate" else None, value if side == "baseline" else None,
                                      None, None, "missing", f"absent from the {side}" + (f" ({reason})" if reason else "")))
             continue
-        rows.append(_verdict(key, *plans[key], options, len(family)))
+        rows.append(_verdict(key, plans[key], options, len(family)))
     return RecordComparison(name=name, baseline=paths[0], candidate=paths[1], metrics=tuple(rows),
                             context=tuple(context_differences(baseline, candidate)))
 
@@ -322,8 +443,20 @@ def _skip_reason(record: dict[str, Any], key: str) -> str | None:
     return next((str(skipped[n]) for n in (key, *owners) if n in skipped), None)
 
 
-def _verdict(key: str, b: float | None, c: float | None, spread: tuple[float, float] | None,
-             options: CheckOptions, family_size: int) -> MetricResult:
+@dataclass(frozen=True)
+class _Plan:
+    """Values of one metric, the spread of Δ its tolerance uses, the unpaired spread, and which it is."""
+
+    b: float | None
+    c: float | None
+    spread: tuple[float, float] | None
+    unpaired: tuple[float, float] | None
+    basis: str | None
+    one_count: float = 0.0
+
+
+def _verdict(key: str, plan: _Plan, options: CheckOptions, family_size: int) -> MetricResult:
+    b, c, spread, basis = plan.b, plan.c, plan.spread, plan.basis
     if b is None or c is None:
         same = b is None and c is None
         return MetricResult(key, b, c, None, None, "pass" if same else "drift", "value missing (NaN) on a side")
@@ -332,20 +465,33 @@ def _verdict(key: str, b: float | None, c: float | None, spread: tuple[float, fl
     override = options.overrides.get(key)
     if override is not None and override.kind != "z":
         tol = override.amount * (abs(b) if override.kind == "rel" else 1.0) + floor
-        rule = f"user {override.kind} {override.amount:g}"
+        rule, basis = f"user {override.kind} {override.amount:g}", None
     elif override is not None:
         s = spread[0] if spread else 0.0
-        tol, rule = override.amount * s + floor, f"user z={override.amount:g} x {s:.3g}"
+        tol, rule = override.amount * s + floor, f"user z={override.amount:g} x {s:.3g}" + (f" ({basis})" if basis else "")
     elif key in UNGATED:
-        return MetricResult(key, b, c, delta, None, "info", f"not gated ({UNGATED[key]})")
-    elif spread is None or spread[0] == 0.0:
-        tol, rule = floor, "exact" if spread is None else "exact (zero spread recorded)"
+        return MetricResult(key, b, c, delta, None, "info", f"not gated ({UNGATED[key]})", basis)
+    elif spread is None:
+        tol, rule, basis = floor, "exact", None
+    elif basis == "paired":
+        # The paired spread shrinks with the change: a least relevant effect keeps tiny changes passing
+        # (MIN_EFFECT unpaired standard errors, at least one count of a k-NN fraction).
+        s, df = spread
+        unpaired = plan.unpaired[0] if plan.unpaired else 0.0
+        least = max(MIN_EFFECT * unpaired, plan.one_count)
+        q = _quantile(1.0 - options.family_alpha / (2 * family_size), df) if s > 0 else 0.0
+        tol = q * s + least + floor
+        rule = ((f"paired {q:.2f} x {s:.3g} (t, df {df:.0f}; alpha {options.family_alpha:g} over {family_size})"
+                 if s > 0 else "paired, zero spread of the differences")
+                + (f" + one count {least:.3g}" if least == plan.one_count > 0 else f" + {MIN_EFFECT:g} x {unpaired:.3g}"))
+    elif spread[0] == 0.0:
+        tol, rule, basis = floor, "exact (zero spread recorded)", None
     else:
         s, df = spread
         q = _quantile(1.0 - options.family_alpha / (2 * family_size), df)
         tol = q * s + floor
-        rule = f"{q:.2f} x {s:.3g} (t, df {df:.0f}; alpha {options.family_alpha:g} over {family_size})"
-    return MetricResult(key, b, c, delta, tol, "pass" if abs(delta) <= tol else "drift", rule)
+        rule = f"unpaired {q:.2f} x {s:.3g} (t, df {df:.0f}; alpha {options.family_alpha:g} over {family_size})"
+    return MetricResult(key, b, c, delta, tol, "pass" if abs(delta) <= tol else "drift", rule, basis)
 
 
 def mismatch_message(name: str, diffs: list[FieldDifference], *, across_seeds: bool) -> str:

@@ -3,7 +3,8 @@ Markdown (pull-request comment) and JSON (machines) reports of a :class:`harness
 
 Both reports carry the same content: an overall PASS / DRIFT line, the confidence rule, and per
 record pair its context changes (code, libraries, device, model) and one row per metric:
-metric, baseline, candidate, delta, tolerance, verdict, and how the tolerance was set.
+metric, baseline, candidate, delta, tolerance, verdict, and how the tolerance was set (the rule
+names its basis, ``paired`` or ``unpaired``; the JSON also has it as ``basis``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def parse_tolerances(data: Any, where: str = "tolerances") -> dict[str, Override
 
 def _confidence(report: CheckReport) -> str:
     o = report.options
-    seeds = "runs may differ in seeds" if o.across_seeds else "seeds must match"
+    seeds = ("runs may differ in seeds; unpaired spreads" if o.across_seeds else
+             "seeds must match; paired spreads (of the differences of the two runs' replicates) where both "
+             "records hold replicates, else unpaired")
     return (f"false-alarm rate <= {o.family_alpha:g} per record (Bonferroni over its statistically toleranced "
             f"metrics; Student t with Welch-Satterthwaite df); exact for NFE and counts; {seeds}")
 
@@ -138,7 +141,8 @@ def report_json(report: CheckReport) -> dict[str, Any]:
              "verdict": "pass" if c.passed else "drift", "problem": c.problem,
              "context": [{"field": d.path, "baseline": d.baseline, "candidate": d.candidate} for d in c.context],
              "metrics": [{"metric": m.metric, "baseline": m.baseline, "candidate": m.candidate, "delta": m.delta,
-                          "tolerance": m.tolerance, "verdict": m.verdict, "rule": m.rule} for m in c.metrics]}
+                          "tolerance": m.tolerance, "verdict": m.verdict, "basis": m.basis, "rule": m.rule}
+                         for m in c.metrics]}
             for c in report.comparisons
         ],
     }

@@ -191,7 +191,8 @@ def compute_metrics(
     """Every requested metric from the shared features; returns (metrics, skipped).
 
     With ``cfg.bootstrap`` replicates, each metric that has a standard error gets an
-    ``"uncertainty"`` entry (``harness.bootstrap.bootstrap_sample_metrics``).
+    ``"uncertainty"`` entry (``harness.bootstrap.bootstrap_sample_metrics``), holding the replicate
+    values too: two runs at the same seed pair them up in ``genbench check`` (``harness.drift``).
     """
     n_fake, n_real = len(fake.features), len(real.features)
     common = {"feature_extractor": extractor.name, "n_samples": n_fake, "n_reference": n_real}

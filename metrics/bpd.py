@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 LN2 = math.log(2.0)
+NUM_BLOCKS = 20  # block means stored per bits/dim metric, for paired drift checks (harness.drift)
 
 
 def dequantization_offset_bits(value_range: tuple[float, float], num_levels: int = 256) -> float:
@@ -72,3 +73,17 @@ def mean_and_stderr(values: Tensor) -> tuple[float, float]:
         raise ValueError(f"{int((~torch.isfinite(v)).sum())} of {v.numel()} values are NaN or Inf")
     stderr = float(v.std(unbiased=True) / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")
     return float(v.mean()), stderr
+
+
+def block_means(values: Tensor, num_blocks: int = NUM_BLOCKS) -> list[float]:
+    """Means of per-example values [N] over min(num_blocks, N) contiguous blocks, in example order.
+
+    Block j holds examples ``numpy.array_split(range(N), K)[j]`` (sizes differ by at most one), so
+    the blocks depend only on N and K. Two runs at the same seed score the same examples with the
+    same noise; the differences of their block means D_j give the standard error of the difference
+    of their means, Σ_j n_j (D_j − Δ)² / ((K − 1) N) (batch means, K − 1 degrees of freedom), which
+    ``harness.drift`` uses for a paired comparison. 20 floats per metric, whatever N.
+    """
+    v = values.to(torch.float64).flatten()
+    k = min(num_blocks, v.numel())
+    return [float(block.mean()) for block in torch.tensor_split(v, k)] if k else []

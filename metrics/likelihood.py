@@ -22,7 +22,7 @@ from torch import Tensor
 
 from harness.protocols import DataSpec, LogLikelihood, LowerBound
 from harness.rng import BatchRNG, example_seed
-from metrics.bpd import dequantization_offset_bits, dequantize, mean_and_stderr, nats_to_bpd
+from metrics.bpd import block_means, dequantization_offset_bits, dequantize, mean_and_stderr, nats_to_bpd
 
 __all__ = ["batches_of", "bound_bpd", "chunk_sizes", "combine_iwae_chunks", "exact_bpd", "indexed_batches",
            "model_inputs"]
@@ -130,8 +130,10 @@ def _score_all(score: Callable[[Tensor, list[int]], Tensor], batches: Iterable[B
 
 
 def _summary(log_p: Tensor, spec: DataSpec, offset: float, fields: dict[str, Any]) -> dict[str, Any]:
-    value, stderr = mean_and_stderr(nats_to_bpd(log_p, spec.num_dims, offset_bits=offset))
-    return {"value": value, "stderr": stderr, "n": int(log_p.numel()), **fields, "offset_bits": offset}
+    bpd = nats_to_bpd(log_p, spec.num_dims, offset_bits=offset)
+    value, stderr = mean_and_stderr(bpd)
+    return {"value": value, "stderr": stderr, "n": int(log_p.numel()), "block_means": block_means(bpd), **fields,
+            "offset_bits": offset}
 
 
 def exact_bpd(model: LogLikelihood, batches: Iterable[Batch], spec: DataSpec, *, seed: int,
@@ -141,7 +143,7 @@ def exact_bpd(model: LogLikelihood, batches: Iterable[Batch], spec: DataSpec, *,
     bpd_i = −log p(x_i) / (D ln 2) + offset (``metrics.bpd``), mean and standard error over i.
 
     Returns:
-        ``{"metric": "bpd", "value", "stderr", "n", "estimator": "exact", "dequantization",
+        ``{"metric": "bpd", "value", "stderr", "n", "block_means", "estimator": "exact", "dequantization",
         ["value_range"], "offset_bits"}``.
 
     Raises:
@@ -208,7 +210,7 @@ def bound_bpd(model: LowerBound, batches: Iterable[Batch], spec: DataSpec, *, nu
     the same seed with another batch size gives a different, equally valid, Monte-Carlo draw.
 
     Returns:
-        ``{"metric": "elbo_bpd" | "iwae_bpd", "value", "stderr", "n", "estimator": "elbo" | "iwae",
+        ``{"metric": "elbo_bpd" | "iwae_bpd", "value", "stderr", "n", "block_means", "estimator": "elbo" | "iwae",
         "num_importance", "chunk", "dequantization", ["value_range"], "offset_bits"}``.
     """
     sizes = chunk_sizes(num_importance, chunk)

@@ -1,5 +1,6 @@
-"""`genbench check`: unchanged reruns pass, injected drift is caught, seed changes pass at the nominal
-rate, and protocol mismatches and malformed inputs are refused with exit status 2."""
+"""`genbench check`: unchanged reruns pass, injected drift is caught (at equal seeds also drift below the
+seed-to-seed spread, by the paired rule), seed changes and null changes pass at the nominal rate, and
+protocol mismatches and malformed inputs are refused with exit status 2."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from baselines.analytic import LinearGaussianVAE
 from harness.bootstrap import BootstrapSettings, bootstrap_sample_metrics, fid_of_rows
 from harness.checkpoint import save_checkpoint
 from harness.cli import main
-from harness.drift import CheckOptions, check
+from harness.drift import CheckOptions, _paired_spread, check
 from harness.pytest_plugin import DriftError, assert_no_drift, genbench_no_drift  # noqa: F401 (fixture)
 from harness.runner import ModelEvalConfig, evaluate_model
 from harness.store.records import write_record
+from metrics.bpd import block_means
 from metrics.fid import fid_from_features
+from metrics.prdc import compute_prdc_multi_k
 
 REPO = Path(__file__).resolve().parents[1]
 VAE_METRICS = "fid,prdc,nfe,bpd,elbo_bpd,active_units"
@@ -100,7 +103,23 @@ def test_unchanged_rerun_passes_exactly(vae_records, tmp_path):
     # deterministic on CPU at fixed seeds: every gated metric is reproduced bit for bit
     assert all(m["delta"] == 0.0 for m in rows.values() if m["verdict"] != "info")
     assert rows["fid"]["tolerance"] > 0 and rows["nfe_mean"]["rule"] == "exact"
+    # equal seeds, replicates on both sides: the paired rule, every paired spread zero
+    assert {rows[k]["basis"] for k in ("fid", "precision", "bpd", "elbo_bpd")} == {"paired"}
+    assert rows["nfe_mean"]["basis"] is None and "paired" in rows["fid"]["rule"]
 
+
+def test_records_without_replicates_fall_back_to_the_unpaired_rule(vae_records):
+    """Older records (no replicates, no block means) still compare, by the unpaired rule."""
+    base = json.loads(vae_records["baseline"].read_text())
+    for entry in base["metrics"].values():
+        entry.pop("block_means", None)
+        if isinstance(entry.get("uncertainty"), dict):
+            for k in ("replicates", "scale"):
+                entry["uncertainty"].pop(k)
+    report = check([("old", base, vae_records["rerun"])], CheckOptions())
+    rows = {m.metric: m for m in report.comparisons[0].metrics}
+    assert report.passed and rows["fid"].basis == rows["bpd"].basis == "unpaired"
+    assert rows["fid"].rule.startswith("unpaired")
 
 def test_perturbed_weights_fail_naming_the_metrics(vae_records):
     code, out, _ = _run("check", "--baseline", str(vae_records["baseline"]), "--candidate", str(vae_records["perturbed"]))
@@ -112,32 +131,112 @@ def test_perturbed_weights_fail_naming_the_metrics(vae_records):
     assert "model.checkpoint_sha256" in out  # the model changed: context, not a protocol mismatch
 
 
-def test_perturbed_trained_baseline_fails(tmp_path):
-    """The issue's case literally: a baseline trained by `genbench train`, its weights perturbed."""
+@pytest.fixture(scope="module")
+def trained_vae2d(tmp_path_factory) -> dict[str, dict]:
+    """The issue's case literally: a baseline trained by `genbench train`, its decoder's output bias shifted
+    by 1.0, 0.4 and 1e-6 (moons spans about 3 units), each evaluated at the same seed as the baseline."""
     from harness.checkpoint import load_checkpoint
 
-    ckpt = tmp_path / "vae2d.pt"
+    root = tmp_path_factory.mktemp("vae2d")
+    ckpt = root / "vae2d.pt"
     code, _, err = _run("train", "vae-2d", "--dataset", "moons-train", "--steps", "300", "--num-train", "2000",
                         "--out", str(ckpt), "--quiet")
     assert code == 0, err
     trained = load_checkpoint(ckpt)
-    state = {k: v.clone() for k, v in trained.state_dict.items()}
-    # The injected drift: the decoder's output bias moves by 1.0 (moons spans about 3 units). Smaller
-    # changes can pass: the tolerance is the seed-to-seed spread of each metric (see harness/drift.py).
-    output_bias = [k for k in state if k.startswith("net.") and k.endswith("bias")][-1]
-    state[output_bias] += 1.0
-    perturbed = tmp_path / "vae2d-perturbed.pt"
-    save_checkpoint(perturbed, model_name=trained.model_name, config=trained.config, state_dict=state, meta=trained.meta)
     common = ("--dataset", "moons-test", "--num-samples", "300", "--metrics", "fid,prdc,elbo_bpd")
-    base = _eval(tmp_path / "base.json", "--checkpoint", str(ckpt), *common)
-    same = _eval(tmp_path / "same.json", "--checkpoint", str(ckpt), *common)
-    moved = _eval(tmp_path / "moved.json", "--checkpoint", str(perturbed), *common)
+    records = {"base": _eval(root / "base.json", "--checkpoint", str(ckpt), *common),
+               "same": _eval(root / "same.json", "--checkpoint", str(ckpt), *common)}
+    for name, shift in (("moved", 1.0), ("small", 0.4), ("tiny", 1e-6)):
+        state = {k: v.clone() for k, v in trained.state_dict.items()}
+        output_bias = [k for k in state if k.startswith("net.") and k.endswith("bias")][-1]
+        state[output_bias] += shift
+        save_checkpoint(root / f"{name}.pt", model_name=trained.model_name, config=trained.config, state_dict=state,
+                        meta=trained.meta)
+        records[name] = _eval(root / f"{name}.json", "--checkpoint", str(root / f"{name}.pt"), *common)
+    return {name: json.loads(path.read_text()) for name, path in records.items()}
+
+
+def _rows(baseline: dict, candidate: dict, **options) -> tuple[bool, dict]:
+    report = check([("r", baseline, candidate)], CheckOptions(**options))
+    return report.passed, {m.metric: m for m in report.comparisons[0].metrics}
+
+
+def test_perturbed_trained_baseline_fails(trained_vae2d, tmp_path):
+    base = write_record(tmp_path / "base.json", trained_vae2d["base"])
+    same = write_record(tmp_path / "same.json", trained_vae2d["same"])
+    moved = write_record(tmp_path / "moved.json", trained_vae2d["moved"])
     assert _run("check", "--baseline", str(base), "--candidate", str(same))[0] == 0
     code, out, _ = _run("check", "--baseline", str(base), "--candidate", str(moved))
     assert code == 1, out
     drifted = [line.split("|")[1].strip() for line in out.splitlines() if "**DRIFT**" in line]
     assert drifted, out
     assert "elbo_bpd" in drifted or "fid" in drifted
+
+
+def test_drift_below_the_seed_spread_is_caught_at_equal_seeds(trained_vae2d):
+    """A bias shift of 0.4 moves elbo_bpd by less than a change of seed plausibly would (the unpaired rule of
+    --across-seeds passes it), but at equal seeds the sampling noise is shared and the paired rule flags it.
+    (A shift of 0.3 is flagged at 7 of 10 seeds with n = 300, 10 of 10 with n = 1000; see harness/drift.py.)"""
+    passed, paired = _rows(trained_vae2d["base"], trained_vae2d["small"])
+    assert not passed and paired["elbo_bpd"].verdict == "drift" and paired["elbo_bpd"].basis == "paired"
+    passed, unpaired = _rows(trained_vae2d["base"], trained_vae2d["small"], across_seeds=True)
+    assert passed and unpaired["elbo_bpd"].basis == "unpaired"
+    assert abs(paired["elbo_bpd"].delta) < unpaired["elbo_bpd"].tolerance
+    assert paired["elbo_bpd"].tolerance < 0.6 * unpaired["elbo_bpd"].tolerance
+
+
+def test_tiny_changes_and_reruns_pass_the_paired_rule(trained_vae2d):
+    """A numerically irrelevant change (bias + 1e-6) moves the metrics systematically, and the paired spread
+    shrinks with it; the least relevant effect (5% of the seed-to-seed spread, one count of a k-NN fraction)
+    lets it pass. Its paired tolerances are all far below the unpaired ones."""
+    assert _rows(trained_vae2d["base"], trained_vae2d["same"])[0]
+    passed, paired = _rows(trained_vae2d["base"], trained_vae2d["tiny"])
+    assert passed, [(m.metric, m.delta, m.tolerance) for m in paired.values()]
+    _, unpaired = _rows(trained_vae2d["base"], trained_vae2d["tiny"], across_seeds=True)
+    for key in ("fid", "precision", "recall", "density", "coverage", "elbo_bpd"):
+        assert paired[key].basis == "paired" and paired[key].tolerance < 0.2 * unpaired[key].tolerance
+
+
+def test_paired_rule_is_calibrated_for_a_null_change():
+    """A change that redraws the generated set from the same distribution (reference and seed shared):
+    the paired t statistic Δ / s_paired of each metric should exceed the two-sided 5% point (df 9) at
+    most ~5% of the time (measured over 200 trials: 0.5-4%). 60 trials here; each metric's count of
+    alarms is at most Binomial(60, 0.05), and P(X >= 10) < 0.003."""
+    settings = BootstrapSettings(metrics=("fid", "prdc"), kid_subsets=1, kid_subset_size=1, is_splits=1,
+                                 pr_nearest_k=3, dc_nearest_k=5)
+    q, trials = stats.t.ppf(0.975, 9), 60
+    alarms: dict[str, int] = {}
+    for t in range(trials):
+        rng = np.random.default_rng(t)
+        real = rng.standard_normal((100, 2))
+        fakes = [rng.standard_normal((100, 2)) * 1.2 + 0.3 for _ in range(2)]
+        full = [{"fid": fid_of_rows(f, real), **compute_prdc_multi_k(real, f, pr_k=3, dc_k=5)} for f in fakes]
+        reps = [bootstrap_sample_metrics(f, real, None, settings, num_boot=10, seed=5) for f in fakes]
+        for key in reps[0]:
+            s, df = _paired_spread({"uncertainty": reps[0][key]}, {"uncertainty": reps[1][key]}, "b", "c")
+            assert df == 9 and s > 0
+            alarms[key] = alarms.get(key, 0) + int(abs(full[1][key] - full[0][key]) > q * s)
+    assert stats.binom.sf(9, trials, 0.05) < 0.003
+    assert set(alarms) == {"fid", "precision", "recall", "density", "coverage"}
+    assert all(count <= 9 for count in alarms.values()), alarms
+
+
+def test_block_means_give_the_paired_standard_error_of_bits_per_dim():
+    """Block means over equal blocks: the paired spread is std(D_j) / sqrt(K) of the block differences,
+    the batch-means standard error of the mean per-example difference; unequal blocks are weighted."""
+    rng = np.random.default_rng(0)
+    for n in (200, 203):
+        b = torch.from_numpy(rng.standard_normal(n) + 3.0)
+        c = b + 0.1 + 0.05 * torch.from_numpy(rng.standard_normal(n))
+        entries = [{"n": n, "block_means": block_means(v)} for v in (b, c)]
+        assert len(entries[0]["block_means"]) == 20
+        s, df = _paired_spread(*entries, "b", "c")
+        d = np.subtract(entries[1]["block_means"], entries[0]["block_means"])
+        assert df == 19
+        if n == 200:
+            assert s == pytest.approx(np.std(d, ddof=1) / np.sqrt(20), rel=1e-12)
+        assert s == pytest.approx(0.05 / np.sqrt(n), rel=0.5)  # per-example sd 0.05 of the differences
+    assert _paired_spread({"n": 200, "block_means": [0.0] * 20}, {"n": 201, "block_means": [0.0] * 20}, "b", "c") is None
 
 
 def test_changed_sampler_steps_fail_naming_nfe(tmp_path):
@@ -350,3 +449,11 @@ def test_half_sample_spread_is_seeded_and_covers_inception_score():
     assert a == bootstrap_sample_metrics(fake, real, logits, settings, num_boot=4, seed=7)
     assert set(a) == {"fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage"}
     assert all(v["std"] > 0 and v["num_boot"] == 4 for v in a.values())
+    # the replicates are stored; their rows depend only on (seed, sizes, replicate index): a longer run
+    # repeats the shorter one's replicates, and so do other features of the same sizes
+    assert all(len(v["replicates"]) == 4 and v["std"] == pytest.approx(np.std(v["replicates"], ddof=1) * v["scale"])
+               for v in a.values())
+    longer = bootstrap_sample_metrics(fake, real, logits, settings, num_boot=6, seed=7)
+    assert all(longer[k]["replicates"][:4] == a[k]["replicates"] for k in a)
+    shifted = bootstrap_sample_metrics(fake + 1.0, real + 1.0, logits, settings, num_boot=4, seed=7)
+    assert shifted["fid"]["replicates"] == pytest.approx(a["fid"]["replicates"], rel=1e-9)  # same rows, FD shift-invariant
