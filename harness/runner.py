@@ -13,6 +13,7 @@ import inspect
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,7 +32,7 @@ from metrics.info import SAMPLE_METRICS
 
 log = logging.getLogger(__name__)
 
-MODEL_METRICS = ("nfe", "bpd", "elbo_bpd", "iwae_bpd", "active_units")
+MODEL_METRICS = ("nfe", "bpd", "elbo_bpd", "iwae_bpd", "active_units", "straightness")
 NEEDS: dict[str, tuple[type, str]] = {
     **{m: (Sampler, "Sampler") for m in (*SAMPLE_METRICS, "nfe")},
     "elbo_bpd": (LowerBound, "LowerBound"),
@@ -53,6 +54,7 @@ class ModelEvalConfig:
     num_samples: int = 1000
     sampler: str | None = None
     steps: int | None = None
+    sample_options: tuple[tuple[str, Any], ...] = ()  # other keyword arguments of model.sample, e.g. denoise=False
     seed: int = 0
     device: str = "cpu"
     batch_size: int = 100
@@ -69,6 +71,7 @@ class ModelEvalConfig:
     ode_rtol: float = 1e-5
     ode_atol: float = 1e-5
     ode_steps: int = 100
+    straightness_steps: int = 100  # Euler steps of the trajectory whose straightness S(Z) is measured
     use_cache: bool = True
     bootstrap: int = 10  # half-sample replicates for the sample metrics' standard errors; 0: none
 
@@ -78,6 +81,13 @@ class ModelEvalConfig:
             raise ValueError(f"give exactly one of --checkpoint, --entry, --model (got {given or 'none'})")
         if self.metrics is not None:
             object.__setattr__(self, "metrics", tuple(self.metrics))
+        for name in ("model_args", "sample_options"):  # a mapping (suite files, JSON) becomes sorted pairs
+            value = getattr(self, name)
+            pairs = sorted(value.items(), key=lambda kv: kv[0]) if isinstance(value, dict) else [tuple(p) for p in value]
+            object.__setattr__(self, name, tuple(pairs))
+        clash = {k for k, _ in self.sample_options} & {"sampler", "steps", "n", "rng"}
+        if clash:
+            raise ValueError(f"sample_options may not set {sorted(clash)}; use --sampler / --steps")
             known = (*SAMPLE_METRICS, *MODEL_METRICS)
             unknown = [m for m in self.metrics if m not in known]
             if unknown:
@@ -88,6 +98,8 @@ class ModelEvalConfig:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
         if self.num_importance < 2:
             raise ValueError(f"num_importance (the IWAE k) must be >= 2, got {self.num_importance}")
+        if self.straightness_steps < 1:
+            raise ValueError(f"straightness_steps must be >= 1, got {self.straightness_steps}")
         if self.bootstrap == 1 or self.bootstrap < 0:
             raise ValueError(f"bootstrap must be 0 (off) or >= 2 replicates, got {self.bootstrap}")
 
@@ -141,6 +153,9 @@ def plan_metrics(cfg: ModelEvalConfig, model: Any) -> tuple[list[str], dict[str,
         if metric == "bpd":
             ok = isinstance(model, (LogLikelihood, ProbabilityFlow))
             need = "LogLikelihood or ProbabilityFlow"
+        elif metric == "straightness":
+            ok = isinstance(model, ProbabilityFlow) and callable(getattr(model, "integrate", None))
+            need = "a flow with integrate(z0, sampler='euler', steps=N, return_trajectory=True) (flow matching)"
         else:
             proto, need = NEEDS[metric]
             ok = isinstance(model, proto)
@@ -161,11 +176,12 @@ def plan_metrics(cfg: ModelEvalConfig, model: Any) -> tuple[list[str], dict[str,
 
 def _sample_kwargs(model: Any, cfg: ModelEvalConfig) -> dict[str, Any]:
     kwargs = {k: v for k, v in (("sampler", cfg.sampler), ("steps", cfg.steps)) if v is not None}
+    kwargs.update(dict(cfg.sample_options))
     if kwargs:
         params = inspect.signature(model.sample).parameters
         missing = [k for k in kwargs if k not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values())]
         if missing:
-            raise TypeError(f"{type(model).__name__}.sample does not accept {missing}; drop --sampler/--steps")
+            raise TypeError(f"{type(model).__name__}.sample does not accept {missing}; drop --sampler/--steps/--sample-option")
     return kwargs
 
 
@@ -246,7 +262,7 @@ def _spec_from_data(data: Dataset) -> DataSpec:
 
 
 def _ode_bpd(model: Any, batches, spec: DataSpec, cfg: ModelEvalConfig, *, progress: bool) -> dict[str, Any]:
-    from metrics.bpd import mean_and_stderr
+    from metrics.bpd import block_means, mean_and_stderr
     from metrics.likelihood import model_inputs
     from metrics.likelihood_ode import ODELikelihoodConfig, ode_bpd
 
@@ -265,15 +281,21 @@ def _ode_bpd(model: Any, batches, spec: DataSpec, cfg: ModelEvalConfig, *, progr
         forward_calls += result.forward_calls
         vjp_calls += result.vjp_calls
         protocol = result.protocol()
-    mean, stderr = mean_and_stderr(torch.cat(values))
+    per_example = torch.cat(values)
+    mean, stderr = mean_and_stderr(per_example)
     nfe = torch.cat(nfes).to(torch.float64)
     protocol.update(forward_calls=forward_calls, vjp_calls=vjp_calls)
-    return {"value": mean, "stderr": stderr, **protocol, **fields_, "offset_bits": offset,
+    return {"value": mean, "stderr": stderr, "block_means": block_means(per_example), **protocol, **fields_, "offset_bits": offset,
             "nfe_mean": float(nfe.mean()), "nfe_max": int(nfe.max())}
 
 
-def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[str] | None = None) -> dict[str, Any]:
-    """Evaluate one model on one data set; returns the record (the caller writes it)."""
+def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[str] | None = None,
+                   on_samples: Callable[[torch.Tensor], None] | None = None) -> dict[str, Any]:
+    """Evaluate one model on one data set; returns the record (the caller writes it).
+
+    ``on_samples`` receives the generated samples in data space (uint8 images or float rows), when
+    any were drawn (e.g. the leaderboard keeps a few for its sample grids).
+    """
     start = time.perf_counter()
     loaded = load_model(cfg)
     model = loaded.model
@@ -287,6 +309,8 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
     wanted_sample_metrics = tuple(m for m in SAMPLE_METRICS if m in run)
     if "nfe" in run or wanted_sample_metrics:
         samples, sampling = draw_samples(model, cfg, progress=progress)
+        if on_samples is not None:
+            on_samples(samples)
         if "nfe" in run:
             if "nfe_per_sample" in sampling:
                 metrics["nfe_mean"] = {"value": sampling["nfe_per_sample"], **sampling["nfe"],
@@ -310,6 +334,8 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
             metrics.update(sample_metrics)
             skipped.update(sample_skipped)
     metrics.update(likelihood_metrics(model, data, cfg, run, progress=progress))
+    if "straightness" in run:
+        metrics["straightness"] = straightness_metric(model, cfg)
     return {
         "schema": SCHEMA,
         "kind": "eval",
@@ -322,6 +348,28 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
         "metrics": _json_safe(metrics),
         "skipped": skipped,
     }
+
+
+def straightness_metric(model: Any, cfg: ModelEvalConfig) -> dict[str, Any]:
+    """S(Z) of the learned flow (Liu et al. 2023, eq. 4) on ``num_samples`` Euler trajectories from the prior.
+
+    Starts from z0 ~ N(0, I) (drawn per example from ``BatchRNG(seed, stream="straightness")``) and
+    integrates ``model.integrate`` with ``straightness_steps`` Euler steps; the standard error is
+    over the per-example values.
+    """
+    from metrics.bpd import block_means, mean_and_stderr
+    from metrics.straightness import straightness_per_example
+
+    per: list[torch.Tensor] = []
+    for lo in range(0, cfg.num_samples, cfg.batch_size):
+        idx = range(lo, min(lo + cfg.batch_size, cfg.num_samples))
+        z0 = BatchRNG(cfg.seed, idx, stream="straightness", device=cfg.device).normal(tuple(model.data_spec.shape))
+        _, traj = model.integrate(z0, sampler="euler", steps=cfg.straightness_steps, return_trajectory=True)
+        per.append(straightness_per_example(traj).cpu())
+    values = torch.cat(per)
+    mean, stderr = mean_and_stderr(values)
+    return {"value": mean, "stderr": stderr, "block_means": block_means(values), "n": cfg.num_samples, "seed": cfg.seed, "euler_steps": cfg.straightness_steps,
+            "definition": "E ∫_0^1 ||dZ/dt - (Z1 - Z0)||^2 dt on the Euler grid, z0 ~ N(0, I) (Liu et al. 2023, eq. 4)"}
 
 
 def _json_safe(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

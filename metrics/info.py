@@ -108,6 +108,14 @@ for _info in (
         description="latent units with Var_x E[z|x] > 1e-2, and dims with mean KL > 0.1",
         reference="Burda et al. 2016, sec. 5.2",
     ),
+    MetricInfo(
+        name="straightness",
+        keys=("straightness",),
+        higher_is_better={"straightness": False},
+        needs=("model:ProbabilityFlow+integrate",),
+        description="straightness S(Z) of a flow's Euler trajectories from the prior (0: straight)",
+        reference="Liu et al. 2023, eq. 4",
+    ),
 ):
     METRICS.register(_info.name, _info, description=_info.description)
 

@@ -157,3 +157,33 @@ def test_ls_models_lists_family_and_capabilities(capsys):
     assert "[flow]" in lines["affine-flow"] and "{Sampler, LogLikelihood}" in lines["affine-flow"]
     assert "ProbabilityFlow" in lines["ddpm"] and "LowerBound" in lines["ddpm"]
     assert "Encoder" in lines["vae"]
+
+
+def test_sample_options_reach_model_sample_and_bad_ones_are_refused(tmp_path, capsys):
+    """--sample-option forwards keyword arguments of model.sample (here the score SDE's final denoising step)."""
+    from harness.models import MODELS
+
+    tiny = MODELS.get("score-sde-ve").tiny_config
+    base = ["--model", "score-sde-ve", *(f"--model-arg={k}={v}" for k, v in tiny.items()), "--dataset", "moons-test",
+            "--metrics", "fid", "--num-samples", "50", "--bootstrap", "0", "--sampler", "pc", "--steps", "3"]
+    code, with_denoise = _eval(tmp_path, *base)
+    code2, without = _eval(tmp_path, *base, "--sample-option", "denoise=false")
+    assert code == code2 == 0
+    assert without["config"]["sample_options"] == [["denoise", False]]
+    assert with_denoise["metrics"]["fid"]["value"] != without["metrics"]["fid"]["value"]
+    code, _ = _eval(tmp_path, *base, "--sample-option", "temperature=2")
+    assert code == 2 and "does not accept ['temperature']" in capsys.readouterr().err
+
+
+def test_straightness_of_a_flow_matching_model_is_recorded(tmp_path):
+    from harness.models import MODELS
+
+    tiny = MODELS.get("fm-ot").tiny_config
+    code, record = _eval(tmp_path, "--model", "fm-ot", *(f"--model-arg={k}={v}" for k, v in tiny.items()),
+                         "--dataset", "moons-test", "--metrics", "straightness", "--num-samples", "40")
+    assert code == 0
+    s = record["metrics"]["straightness"]
+    assert s["value"] > 0 and s["stderr"] > 0 and s["euler_steps"] == 100 and len(s["block_means"]) == 20
+    code, _ = _eval(tmp_path, "--model", "affine-flow", "--model-arg", "dim=2", "--dataset", "gaussian-2-test",
+                    "--metrics", "straightness")
+    assert code == 2

@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples drawn and data rows used")
     p.add_argument("--sampler", default=None, metavar="NAME", help="passed to model.sample(sampler=...)")
     p.add_argument("--steps", type=int, default=None, metavar="K", help="passed to model.sample(steps=...)")
+    p.add_argument("--sample-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="another keyword argument of model.sample, e.g. denoise=false (repeatable; VALUE parsed as JSON where it can be)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=100)
@@ -71,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, checkpoint=args.checkpoint, entry=args.entry, model=args.model,
         model_args=parse_model_args(args.model_arg),
         metrics=None if args.metrics is None else tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-        num_samples=args.num_samples, sampler=args.sampler, steps=args.steps, seed=args.seed, device=args.device,
+        num_samples=args.num_samples, sampler=args.sampler, steps=args.steps,
+        sample_options=parse_model_args(args.sample_option), seed=args.seed, device=args.device,
         batch_size=args.batch_size, feature_extractor=args.feature_extractor, inception_weights=args.inception_weights,
         resize=args.resize, rounding=args.rounding, num_importance=args.num_importance,
         ode_divergence=args.ode_divergence, ode_probe=args.ode_probe, ode_num_probes=args.ode_probes,
