@@ -15,10 +15,11 @@ import sys
 from harness import __version__
 from harness.cli import check
 from harness.cli import eval as eval_model
-from harness.cli import eval_samples, ls, train
+from harness.cli import eval_samples, leaderboard, ls, train
 from harness.registry import RegistryError
 
-SUBCOMMANDS = {"eval": eval_model, "eval-samples": eval_samples, "ls": ls, "train": train, "check": check}
+SUBCOMMANDS = {"eval": eval_model, "eval-samples": eval_samples, "ls": ls, "train": train, "check": check,
+               "leaderboard": leaderboard}
 
 USAGE_ERRORS = (ValueError, FloatingPointError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, RegistryError)
 

@@ -25,7 +25,7 @@ from typing import Any
 from harness.eval_samples import SampleEvalConfig, evaluate_samples
 from harness.runner import ModelEvalConfig, evaluate_model
 
-__all__ = ["Suite", "SuiteRun", "load_suite", "suite_names"]
+__all__ = ["Suite", "SuiteRun", "load_suite", "read_suite_file", "suite_names"]
 
 SUITE_DIR = Path(__file__).resolve().parent
 _SUITE_KEYS = {"name", "description", "baseline_dir", "runs"}
@@ -98,22 +98,27 @@ def _run(entry: Any, where: str) -> SuiteRun:
     return SuiteRun(name=name, command=command, config=config)
 
 
-def load_suite(name_or_path: str) -> Suite:
-    """Load a built-in suite by name, or a suite file by path; every problem names the file."""
+def read_suite_file(name_or_path: str | Path, folder: Path, names: list[str], kind: str = "suite") -> tuple[Path, Any]:
+    """(path, parsed YAML) of a built-in suite ``folder/<name>.yaml`` or of a suite file given by path."""
     import yaml
 
     path = Path(name_or_path)
     if not path.suffix:
-        path = SUITE_DIR / f"{name_or_path}.yaml"
+        path = folder / f"{name_or_path}.yaml"
         if not path.is_file():
-            raise ValueError(f"unknown suite {name_or_path!r}; built-in suites: {', '.join(suite_names())} "
+            raise ValueError(f"unknown {kind} {str(name_or_path)!r}; built-in: {', '.join(names)} "
                              "(or give the path of a suite .yaml file)")
     if not path.is_file():
         raise FileNotFoundError(f"suite file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return path, yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ValueError(f"suite file {path} is not valid YAML: {err}") from None
+
+
+def load_suite(name_or_path: str) -> Suite:
+    """Load a built-in suite by name, or a suite file by path; every problem names the file."""
+    path, data = read_suite_file(name_or_path, SUITE_DIR, suite_names())
     data = _check_keys(data, _SUITE_KEYS, f"suite file {path}")
     runs = data["runs"]
     if not isinstance(runs, list) or not runs:

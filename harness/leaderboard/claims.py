@@ -1,0 +1,208 @@
+"""Claims of the literature as checkable statements, and their verdicts from our confidence intervals.
+
+Pure functions: no I/O, no records. A claim compares :class:`Estimate` s of one column (a metric)
+for named rows of a leaderboard:
+
+* ``less`` / ``greater`` — a chain ``[a, b, c, ...]``: a < b < c (or a > b > c) for every
+  consecutive pair;
+* ``ratio`` — mean(numerator) / mean(denominator) >= ``at_least`` (e.g. "OT paths need ~2x fewer
+  NFE": ratio of DDPM's NFE to FM-OT's at least 1.5);
+* ``within`` — |a − b| <= ``margin`` (an equivalence claim, e.g. "the three std
+  parameterisations are practically equivalent").
+
+Verdicts come from two-sided ``confidence`` intervals (default 95 %):
+
+* difference d = mean_a − mean_b with standard error sqrt(se_a² + se_b²) and Welch–Satterthwaite
+  degrees of freedom (Welch 1947); interval d ± t_{df, 1−α/2}·se;
+* ratio on the log scale, log(m_num/m_den) − log(at_least), with the delta-method standard error
+  sqrt((se_num/m_num)² + (se_den/m_den)²);
+* ``supported`` when the whole interval lies on the claimed side, ``not supported`` when it lies
+  wholly on the other side, ``inconclusive`` when it straddles the boundary. A chain is supported
+  when every pair is, not supported when any pair is, and inconclusive otherwise. ``within`` is a
+  two one-sided test (Schuirmann 1987): supported when the interval lies inside [−margin, margin],
+  not supported when it lies wholly outside, inconclusive otherwise.
+* An estimate without a spread (NFE, a count, a single run without a standard error) is exact:
+  se = 0, and the comparison is decided by the means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+__all__ = ["SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "Claim", "Estimate", "Verdict", "estimate", "evaluate_claim"]
+
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+KINDS = ("less", "greater", "ratio", "within")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A row's value of one column: mean, standard error and its degrees of freedom.
+
+    ``n`` is the number of seeds it aggregates; ``df`` is ``inf`` for a standard error taken as
+    known (one seed with a recorded standard error) and ``n − 1`` for one estimated across seeds.
+    """
+
+    mean: float
+    se: float
+    df: float
+    n: int
+
+    def half_width(self, confidence: float = 0.95) -> float:
+        """Half-width of the two-sided ``confidence`` interval of the mean."""
+        return _quantile(confidence, self.df) * self.se if self.se > 0 else 0.0
+
+
+def estimate(values: Sequence[float], stderrs: Sequence[float | None] = ()) -> Estimate:
+    """Aggregate one column over seeds.
+
+    With two or more seeds the spread across seeds is the evidence: se = sd/√n (ddof 1), df = n − 1.
+    With one seed, that run's own standard error (``stderrs[0]``) is used with df = ∞, or 0 when it
+    has none (a deterministic quantity such as NFE).
+    """
+    vals = [float(v) for v in values]
+    if not vals:
+        raise ValueError("no values to aggregate")
+    n = len(vals)
+    mean = math.fsum(vals) / n
+    if n >= 2:
+        var = math.fsum((v - mean) ** 2 for v in vals) / (n - 1)
+        return Estimate(mean=mean, se=math.sqrt(var / n), df=float(n - 1), n=n)
+    se = stderrs[0] if stderrs and stderrs[0] is not None else 0.0
+    return Estimate(mean=mean, se=float(se), df=math.inf, n=1)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A published claim made checkable over one column of a leaderboard's rows.
+
+    Exactly one of the comparison forms is set; ``rows`` are the row ids it names, in order.
+    """
+
+    id: str
+    statement: str
+    source: str
+    column: str
+    kind: str  # one of KINDS
+    rows: tuple[str, ...]
+    at_least: float | None = None  # ratio
+    margin: float | None = None  # within
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"claim {self.id}: kind must be one of {KINDS}, got {self.kind!r}")
+        need = 2 if self.kind in ("ratio", "within") else None
+        if len(self.rows) < 2 or (need and len(self.rows) != need):
+            raise ValueError(f"claim {self.id}: {self.kind} needs {need or 'at least 2'} rows, got {list(self.rows)}")
+        if self.kind == "ratio" and (self.at_least is None or self.at_least <= 0):
+            raise ValueError(f"claim {self.id}: ratio needs at_least > 0")
+        if self.kind == "within" and (self.margin is None or self.margin < 0):
+            raise ValueError(f"claim {self.id}: within needs margin >= 0")
+        if not 0.5 < self.confidence < 1:
+            raise ValueError(f"claim {self.id}: confidence must be in (0.5, 1), got {self.confidence}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a claim: the verdict, and the evidence as one line of text per comparison."""
+
+    claim: Claim
+    verdict: str
+    evidence: tuple[str, ...]
+
+
+def _quantile(confidence: float, df: float) -> float:
+    p = 0.5 + confidence / 2
+    return float(stats.norm.ppf(p)) if math.isinf(df) else float(stats.t.ppf(p, df))
+
+
+def _welch_df(a: Estimate, b: Estimate) -> float:
+    terms = [(e.se**2, e.df) for e in (a, b) if e.se > 0]
+    if not terms or any(math.isinf(df) for _, df in terms):
+        return math.inf
+    num = sum(v for v, _ in terms) ** 2
+    return num / sum(v**2 / df for v, df in terms)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _side(lo: float, hi: float, claimed_positive: bool) -> str:
+    """Verdict for 'the quantity is > 0' (claimed_positive) or '< 0', from its interval [lo, hi]."""
+    if claimed_positive:
+        lo, hi = -hi, -lo
+    if hi < 0:
+        return SUPPORTED
+    if lo >= 0:
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
+def _pair(claim: Claim, a: str, b: str, ea: Estimate, eb: Estimate) -> tuple[str, str]:
+    """One comparison of a chain (``less``/``greater``) or ``within``."""
+    d = ea.mean - eb.mean
+    se = math.hypot(ea.se, eb.se)
+    hw = _quantile(claim.confidence, _welch_df(ea, eb)) * se if se > 0 else 0.0
+    lo, hi = d - hw, d + hw
+    pct = f"{round(claim.confidence * 100)}% CI"
+    interval = f"Δ = {a} − {b} = {_fmt(d)}, {pct} [{_fmt(lo)}, {_fmt(hi)}]" if se > 0 else f"Δ = {a} − {b} = {_fmt(d)} (exact)"
+    if claim.kind == "within":
+        m = float(claim.margin)  # type: ignore[arg-type]
+        if -m <= lo and hi <= m:
+            verdict = SUPPORTED
+        elif hi < -m or lo > m:
+            verdict = NOT_SUPPORTED
+        else:
+            verdict = INCONCLUSIVE
+        return verdict, f"{interval}; margin ±{_fmt(m)}"
+    if se == 0:
+        ok = d < 0 if claim.kind == "less" else d > 0
+        return (SUPPORTED if ok else NOT_SUPPORTED), interval
+    return _side(lo, hi, claimed_positive=claim.kind == "greater"), interval
+
+
+def _ratio(claim: Claim, num: str, den: str, en: Estimate, ed: Estimate) -> tuple[str, str]:
+    if en.mean <= 0 or ed.mean <= 0:
+        return INCONCLUSIVE, f"ratio {num}/{den} undefined: means {_fmt(en.mean)}, {_fmt(ed.mean)} are not both positive"
+    r = en.mean / ed.mean
+    se = math.hypot(en.se / en.mean, ed.se / ed.mean)
+    hw = _quantile(claim.confidence, _welch_df(en, ed)) * se if se > 0 else 0.0
+    lo, hi = r * math.exp(-hw), r * math.exp(hw)
+    target = float(claim.at_least)  # type: ignore[arg-type]
+    text = (f"{num}/{den} = {_fmt(r)}, {round(claim.confidence * 100)}% CI [{_fmt(lo)}, {_fmt(hi)}]"
+            if se > 0 else f"{num}/{den} = {_fmt(r)} (exact)")
+    text += f"; claimed ≥ {_fmt(target)}"
+    if se == 0:
+        return (SUPPORTED if r >= target else NOT_SUPPORTED), text
+    return _side(math.log(lo / target), math.log(hi / target), claimed_positive=True), text
+
+
+def evaluate_claim(claim: Claim, estimates: Mapping[str, Estimate]) -> Verdict:
+    """The verdict of ``claim`` from the rows' estimates of its column.
+
+    A row with no estimate (not run yet, or the metric is missing) makes the claim inconclusive
+    and the evidence says which row is missing.
+    """
+    missing = [r for r in claim.rows if r not in estimates]
+    if missing:
+        return Verdict(claim, INCONCLUSIVE, (f"no results for {', '.join(missing)} ({claim.column})",))
+    if claim.kind == "ratio":
+        num, den = claim.rows
+        verdict, text = _ratio(claim, num, den, estimates[num], estimates[den])
+        return Verdict(claim, verdict, (text,))
+    pairs = list(zip(claim.rows, claim.rows[1:]))
+    results = [_pair(claim, a, b, estimates[a], estimates[b]) for a, b in pairs]
+    verdicts = [v for v, _ in results]
+    if all(v == SUPPORTED for v in verdicts):
+        verdict = SUPPORTED
+    elif any(v == NOT_SUPPORTED for v in verdicts):
+        verdict = NOT_SUPPORTED
+    else:
+        verdict = INCONCLUSIVE
+    return Verdict(claim, verdict, tuple(t for _, t in results))

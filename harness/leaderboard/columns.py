@@ -1,0 +1,115 @@
+"""Leaderboard columns: what a table shows, read from run records only.
+
+A column is either a metric key of the record (``fid``, ``precision``, ``bpd``, ``nfe_mean``, ...;
+its standard error is the record's ``stderr`` or half-sample ``uncertainty.std``) or one of the
+derived quantities below, each computed from fields the record already holds:
+
+* ``parameters`` — the model's parameter count;
+* ``*_nll_nats`` — negative log-likelihood in nats per example from ``bpd`` / ``elbo_bpd`` /
+  ``iwae_bpd``: nats = bits/dim · D · ln 2 (D = dimensions per example). For the bounds this is
+  the negative bound, i.e. an upper bound on the NLL (Burda et al. 2016 report L_5000 this way);
+* ``kl_nats`` — the mean KL(q(z|x) ‖ p(z)) over the evaluation set, the sum of the per-dimension
+  KLs recorded with ``kl_active_dims``; ``kl_per_dim`` = kl_nats / latent dimensions;
+* ``recon_nats`` — the reconstruction term −E_q log p(x|z) = −ELBO − KL, in nats per example;
+* ``bpd_nfe`` — network evaluations per example of the adaptive PF-ODE solve behind ``bpd``
+  (Lipman et al. 2023 count NFE of the dopri5 solver);
+* ``train_wall_time_s`` — wall time of training the row's model (0 for an untrained model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["COLUMNS", "Column", "column_value", "known_column"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """How to show a column: header label, unit, and which direction is better (None: neither)."""
+
+    key: str
+    label: str
+    higher_is_better: bool | None
+    unit: str = ""
+
+
+COLUMNS: dict[str, Column] = {c.key: c for c in (
+    Column("fid", "FD", False),
+    Column("kid_mean", "KID", False),
+    Column("is_mean", "IS", True),
+    Column("precision", "precision", True),
+    Column("recall", "recall", True),
+    Column("density", "density", True),
+    Column("coverage", "coverage", True),
+    Column("modes_covered", "modes covered", True),
+    Column("high_quality_fraction", "high-quality fraction", True),
+    Column("bpd", "bits/dim", False, "bits/dim"),
+    Column("elbo_bpd", "ELBO bits/dim", False, "bits/dim"),
+    Column("iwae_bpd", "IWAE bits/dim", False, "bits/dim"),
+    Column("bpd_nll_nats", "NLL (exact/ODE)", False, "nats"),
+    Column("elbo_nll_nats", "−ELBO", False, "nats"),
+    Column("iwae_nll_nats", "−L_k (IWAE bound)", False, "nats"),
+    Column("kl_nats", "KL", None, "nats"),
+    Column("kl_per_dim", "KL per dim", None, "nats"),
+    Column("recon_nats", "recon.", False, "nats"),
+    Column("active_units", "active units", None),
+    Column("kl_active_dims", "active dims (KL>0.1)", None),
+    Column("straightness", "straightness S", False),
+    Column("nfe_mean", "NFE", False),
+    Column("bpd_nfe", "NFE of the bpd ODE solve", False),
+    Column("samples_per_s", "samples/s", True),
+    Column("parameters", "params", None),
+    Column("train_wall_time_s", "train time", None, "s"),
+)}
+
+
+def known_column(key: str) -> bool:
+    return key in COLUMNS
+
+
+def _metric(record: dict[str, Any], key: str) -> tuple[float, float | None] | None:
+    entry = record.get("metrics", {}).get(key)
+    if not isinstance(entry, dict) or entry.get("value") is None:
+        return None
+    se = entry.get("stderr")
+    if se is None and isinstance(entry.get("uncertainty"), dict):
+        se = entry["uncertainty"].get("std")
+    return float(entry["value"]), (None if se is None else float(se))
+
+
+def _dims(record: dict[str, Any]) -> int:
+    shape = record["data"]["dataset"]["shape"][1:]
+    return int(math.prod(shape))
+
+
+def column_value(record: dict[str, Any], key: str) -> tuple[float, float | None] | None:
+    """(value, standard error or None) of column ``key`` in ``record``; None when it has no such value."""
+    if key == "parameters":
+        p = record.get("model", {}).get("parameters")
+        return None if p is None else (float(p), None)
+    if key == "train_wall_time_s":
+        t = record.get("leaderboard", {}).get("train", {}).get("wall_time_s")
+        return None if t is None else (float(t), None)
+    if key == "bpd_nfe":
+        entry = record.get("metrics", {}).get("bpd", {})
+        return None if entry.get("nfe_mean") is None else (float(entry["nfe_mean"]), None)
+    if key.endswith("_nll_nats"):
+        base = _metric(record, key.removesuffix("_nll_nats"))
+        if base is None:
+            return None
+        scale = _dims(record) * math.log(2.0)
+        return base[0] * scale, None if base[1] is None else base[1] * scale
+    if key in ("kl_nats", "kl_per_dim", "recon_nats"):
+        entry = record.get("metrics", {}).get("kl_active_dims")
+        if not isinstance(entry, dict) or "kl_per_dim" not in entry:
+            return None
+        kl = math.fsum(entry["kl_per_dim"])
+        if key == "kl_nats":
+            return kl, None
+        if key == "kl_per_dim":
+            return kl / len(entry["kl_per_dim"]), None
+        neg_elbo = column_value(record, "elbo_nll_nats")
+        return None if neg_elbo is None else (neg_elbo[0] - kl, None)
+    return _metric(record, key)

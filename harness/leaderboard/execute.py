@@ -1,0 +1,167 @@
+"""Run a leaderboard suite: train each row's model (or reuse it), evaluate it, store the record.
+
+Layout of what is written::
+
+    <results>/<suite>/<row>/seed<k>.json          the eval record + a "leaderboard" section (committed)
+    <results>/<suite>/<row>/seed<k>.samples.npz   up to 64 generated samples, first seed only (committed)
+    <work>/checkpoints/<train_key>.pt              trained models, keyed by content (not committed)
+    <work>/couplings/<train_key>.npz               reflow couplings
+
+The unit of work is one (row, seed); it is resumable: a record is kept when its ``eval_key`` (the
+content hash of training + evaluation options) matches and the model it evaluated is in this work
+folder, and a checkpoint whose ``train_key`` matches is reused. So an interrupted run continues
+where it stopped and a changed row reruns only what changed, while on a fresh clone (records
+committed, no checkpoints) the suite is reproduced from scratch and its records rewritten.
+``--from-results`` is the way to rebuild tables from the committed records. Records are written
+atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.atomic import atomic_open, write_json
+from harness.leaderboard.suite import LeaderboardSuite, Row
+
+__all__ = ["record_path", "run_suite", "train_keys"]
+
+GRID_SAMPLES = 64
+
+
+def record_path(results_dir: Path, suite: str, row: str, seed: int) -> Path:
+    return Path(results_dir) / suite / row / f"seed{seed}.json"
+
+
+def train_keys(suite: LeaderboardSuite, seed: int) -> dict[str, str]:
+    """Every row's train key at ``seed`` (rows depend only on earlier rows)."""
+    keys: dict[str, str] = {}
+    for row in suite.rows:
+        keys[row.id] = row.train_key(seed, keys)
+    return keys
+
+
+def _eval_key(row: Row, train_key: str, seed: int) -> str:
+    spec = {"train_key": train_key, "eval": row.eval, "dataset": row.eval_dataset, "seed": seed}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str], work: Path, device: str,
+               progress: bool) -> dict[str, Any]:
+    """Train (or reuse) the model of ``row`` at ``seed``, and first the rows it starts from; returns the summary."""
+    from harness.checkpoint import load_checkpoint
+    from harness.models import build_registered
+    from harness.train import TrainConfig, train
+
+    key = keys[row.id]
+    ckpt = work / "checkpoints" / f"{key}.pt"
+    summary_path = ckpt.with_suffix(".json")
+    if ckpt.is_file() and summary_path.is_file():
+        return json.loads(summary_path.read_text())
+    for dep in (row.init, (row.reflow or {}).get("from")):
+        if dep:  # its record may exist while its checkpoint does not (a fresh clone)
+            _train_row(suite, suite.row(dep), seed, keys, work, device, progress)
+    config = dict(row.model_args)
+    if row.reflow is not None:
+        from baselines.flow_matching import reflow_couplings, save_couplings
+
+        source = _load_trained(work / "checkpoints" / f"{keys[row.reflow['from']]}.pt", device)
+        z0, z1 = reflow_couplings(source, int(row.reflow["pairs"]), seed, steps=row.reflow["steps"],
+                                  sampler=row.reflow["sampler"])
+        (work / "couplings").mkdir(parents=True, exist_ok=True)
+        pairs = save_couplings(work / "couplings" / f"{key}.npz", z0.cpu(), z1.cpu())
+        config["couplings"] = str(pairs)
+    build: Callable[[], Any] | None = None
+    if row.init is not None:
+        init = load_checkpoint(work / "checkpoints" / f"{keys[row.init]}.pt")
+
+        def build() -> Any:
+            model = build_registered(row.model, config)
+            try:
+                model.load_state_dict(init.state_dict, strict=True)
+            except RuntimeError as err:
+                raise ValueError(f"row {row.id}: init from row {row.init} ({init.model_name}) does not fit "
+                                 f"{row.model} with {config}: {err}") from None
+            return model
+
+    cfg = TrainConfig(model=row.model, dataset=row.train_dataset, out=str(ckpt), steps=row.train.get("steps"),
+                      batch_size=row.train.get("batch_size"), num_train=row.train.get("num_train"), seed=seed, device=device)
+    result = train(cfg, build=build, model_config=config, progress=progress)
+    summary = {"train_key": key, "steps": result["steps"], "wall_time_s": round(result["wall_time_s"], 2),
+               "last_losses": result["last_losses"], "checkpoint_sha256": result["sha256"], "init": row.init,
+               "reflow": row.reflow, "options": row.train, "dataset": row.train_dataset, "model_args": row.model_args}
+    write_json(summary_path, summary)
+    return summary
+
+
+def _load_trained(path: Path, device: str) -> Any:
+    from harness.runner import ModelEvalConfig, load_model
+
+    return load_model(ModelEvalConfig(dataset="-", checkpoint=str(path), device=device)).model
+
+
+def _save_samples(path: Path, samples: Any) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, samples=np.asarray(samples[:GRID_SAMPLES]))
+    with atomic_open(path) as handle:
+        handle.write(buf.getvalue())
+
+
+def run_suite(
+    suite: LeaderboardSuite,
+    *,
+    results_dir: Path,
+    work_dir: Path,
+    device: str = "cpu",
+    only_rows: tuple[str, ...] = (),
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Train and evaluate every (row, seed) of ``suite`` not already done; returns the record paths."""
+    from harness.runner import ModelEvalConfig, evaluate_model
+
+    unknown = [r for r in only_rows if r not in {row.id for row in suite.rows}]
+    if unknown:
+        raise ValueError(f"suite {suite.name} has no row(s) {unknown}; rows: {[r.id for r in suite.rows]}")
+    wanted = set(only_rows) if only_rows else {r.id for r in suite.rows}  # rows they start from are trained, not evaluated
+    written: list[Path] = []
+    work = Path(work_dir)
+    units = [(row, seed) for row in suite.rows if row.id in wanted for seed in row.seeds]
+    start = time.perf_counter()
+    for i, (row, seed) in enumerate(units, 1):
+        keys = train_keys(suite, seed)
+        path = record_path(results_dir, suite.name, row.id, seed)
+        ekey = _eval_key(row, keys[row.id], seed)
+        if path.is_file() and (work / "checkpoints" / f"{keys[row.id]}.pt").is_file():
+            try:
+                if json.loads(path.read_text())["leaderboard"]["eval_key"] == ekey:
+                    written.append(path)
+                    continue
+            except (KeyError, ValueError):
+                pass  # an unreadable or foreign record is redone
+        t0 = time.perf_counter()
+        for dep in (row.init, (row.reflow or {}).get("from")):
+            if dep and seed not in suite.row(dep).seeds:
+                raise ValueError(f"row {row.id} seed {seed} starts from row {dep}, which has no seed {seed}")
+        summary = _train_row(suite, row, seed, keys, work, device, progress)
+        cfg = ModelEvalConfig.from_dict({**row.eval, "dataset": row.eval_dataset, "seed": seed, "device": device,
+                                         "checkpoint": str(work / "checkpoints" / f"{keys[row.id]}.pt")})
+        kept: list[Any] = []
+        record = evaluate_model(cfg, progress=progress, argv=["genbench", "leaderboard", "--suite", suite.name],
+                                on_samples=kept.append if seed == row.seeds[0] else None)
+        record["leaderboard"] = {"suite": suite.name, "row": row.id, "label": row.label, "seed": seed,
+                                 "train_key": keys[row.id], "eval_key": ekey, "train": summary}
+        if kept:
+            _save_samples(path.with_name(f"seed{seed}.samples.npz"), kept[0].numpy())
+        write_json(path, record)
+        written.append(path)
+        log(f"[{i}/{len(units)}] {suite.name}/{row.id} seed {seed}: {time.perf_counter() - t0:.1f} s "
+            f"(suite {time.perf_counter() - start:.0f} s)")
+    return written

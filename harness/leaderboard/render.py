@@ -1,0 +1,379 @@
+"""Leaderboard tables, claims and the HTML page, built from stored records only.
+
+``build_suite`` reads ``<results>/<suite>/<row>/seed<k>.json`` and writes
+``<out>/<suite>.md``, ``<out>/<suite>.csv`` and the suite's images under ``<out>/img/<suite>/``;
+``write_index`` writes ``<out>/index.html`` over every suite built. Nothing here trains or
+evaluates, and nothing depends on the clock or the machine, so rebuilding from the same records
+gives the same bytes (the tables and the page; PNG bytes depend on the matplotlib version).
+
+Aggregation over seeds and the claim verdicts: :mod:`harness.leaderboard.claims`.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.atomic import atomic_open
+from harness.leaderboard.claims import Estimate, Verdict, estimate, evaluate_claim
+from harness.leaderboard.columns import COLUMNS, column_value
+from harness.leaderboard.suite import LeaderboardSuite, Row
+
+__all__ = ["SuiteResults", "build_suite", "collect", "render_csv", "render_markdown", "write_index"]
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class SuiteResults:
+    """What a suite's tables are made of: records per row, estimates per row and column, verdicts."""
+
+    suite: LeaderboardSuite
+    records: dict[str, list[dict[str, Any]]]  # row id -> records, in seed order
+    estimates: dict[str, dict[str, Estimate]]  # row id -> column -> estimate
+    verdicts: tuple[Verdict, ...]
+    images: tuple[tuple[str, str], ...] = ()  # (caption, file name under img/)
+
+
+def collect(suite: LeaderboardSuite, results_dir: Path) -> SuiteResults:
+    """Read the suite's records and aggregate every column over seeds; evaluate the claims."""
+    records: dict[str, list[dict[str, Any]]] = {}
+    for row in suite.rows:
+        found = []
+        for seed in row.seeds:
+            path = Path(results_dir) / suite.name / row.id / f"seed{seed}.json"
+            if path.is_file():
+                record = json.loads(path.read_text(encoding="utf-8"))
+                if record.get("leaderboard", {}).get("row") != row.id:
+                    raise ValueError(f"{path} is not a record of row {row.id} of suite {suite.name}")
+                found.append(record)
+        if found:
+            records[row.id] = found
+    estimates: dict[str, dict[str, Estimate]] = {}
+    for row_id, recs in records.items():
+        per: dict[str, Estimate] = {}
+        for col in suite.columns:
+            vals = [column_value(r, col) for r in recs]
+            if vals and all(v is not None for v in vals):
+                per[col] = estimate([v[0] for v in vals], [v[1] for v in vals])  # type: ignore[index]
+        estimates[row_id] = per
+    verdicts = []
+    for claim in suite.claims:
+        verdicts.append(evaluate_claim(claim, {r: e[claim.column] for r, e in estimates.items() if claim.column in e}))
+    return SuiteResults(suite=suite, records=records, estimates=estimates, verdicts=tuple(verdicts))
+
+
+# ----- number formatting ------------------------------------------------------------------------
+
+
+def _num(x: float, digits: int = 4) -> str:
+    if math.isfinite(x) and x == round(x) and abs(x) < 1e7:
+        return str(int(round(x)))
+    return f"{x:.{digits}g}"
+
+
+def format_estimate(e: Estimate) -> str:
+    """mean ± CI half-width, the mean rounded to the half-width's second significant digit."""
+    hw = e.half_width(CONFIDENCE)
+    if not hw > 0:
+        return _num(e.mean)
+    decimals = max(0, 1 - math.floor(math.log10(hw)))
+    if decimals > 8:
+        return f"{e.mean:.3g} ± {hw:.2g}"
+    return f"{e.mean:.{decimals}f} ± {hw:.{decimals}f}"
+
+
+def _header(col: str) -> str:
+    c = COLUMNS[col]
+    arrow = {True: " ↑", False: " ↓", None: ""}[c.higher_is_better]
+    unit = f" ({c.unit})" if c.unit and c.unit != c.label else ""
+    return f"{c.label}{unit}{arrow}"
+
+
+def _protocol(row: Row, recs: list[dict[str, Any]]) -> str:
+    """One line: training budget and the evaluation protocol, as recorded."""
+    r = recs[0]
+    train = r["leaderboard"]["train"]
+    cfg = r["config"]
+    parts = [f"{train['steps']} steps" + (f" from {row.init}" if row.init else "")]
+    if row.reflow:
+        parts.append(f"reflow on {row.reflow['pairs']} pairs from {row.reflow['from']}")
+    feats = r.get("features") or {}
+    parts.append(f"n={cfg['num_samples']}")
+    if cfg.get("sampler") or cfg.get("steps"):
+        steps = cfg.get("steps")
+        parts.append(f"sampler {cfg.get('sampler') or 'default'}" + (f", {steps} step{'s' if steps != 1 else ''}" if steps else ""))
+    if feats.get("name"):
+        parts.append(f"features {feats['name']}")
+    if "bpd" in r["metrics"]:
+        b = r["metrics"]["bpd"]
+        how = f"PF-ODE, {b['solver']}, {b.get('estimator')} divergence" if b.get("solver") else "exact log-likelihood"
+        parts.append(f"bpd: {how}" + (f"; {b['dequantization']}" if b.get("dequantization") else ""))
+    if "iwae_bpd" in r["metrics"]:
+        parts.append(f"IWAE k={r['metrics']['iwae_bpd']['num_importance']}")
+    return "; ".join(parts)
+
+
+# ----- Markdown and CSV -------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    esc = [[c.replace("|", "\\|") for c in row] for row in [header, *rows]]
+    return ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in esc[1:])]
+
+
+def render_markdown(res: SuiteResults) -> str:
+    s = res.suite
+    lines = [f"# {s.title}", "", "<!-- generated by `genbench leaderboard`: do not edit; regenerate -->", ""]
+    if s.description:
+        lines += [s.description, ""]
+    lines += [f"Suite `{s.name}` · trained on `{s.train_dataset}`, evaluated on `{s.eval_dataset}` "
+              f"· seeds {', '.join(map(str, s.seeds))}"
+              + (f" · about {s.expected_minutes:g} min on 2 CPU cores" if s.expected_minutes else ""),
+              "", "## Our runs", ""]
+    header = ["row", "model", "seeds", *(_header(c) for c in s.columns)]
+    body = []
+    for row in s.rows:
+        est = res.estimates.get(row.id)
+        if est is None:
+            body.append([row.label, row.model, "0", *("not run" for _ in s.columns)])
+            continue
+        body.append([row.label, row.model, str(len(res.records[row.id])),
+                     *(format_estimate(est[c]) if c in est else "–" for c in s.columns)])
+    lines += _table(header, body)
+    lines += ["", f"Mean ± half-width of the {CONFIDENCE:.0%} confidence interval: Student t over seeds; with one "
+              "seed, ±1.96 × that run's standard error (half-sampling for sample metrics, over examples for "
+              "likelihoods). No ±: exact, or no spread recorded. –: not measured for that model. "
+              "FD is the Fréchet distance in the feature space named below; it is FID only with inception-v3.", ""]
+    lines += ["### Protocol", ""]
+    lines += _table(["row", "training and evaluation"],
+                    [[row.label, _protocol(row, res.records[row.id]) if row.id in res.records else "not run"] for row in s.rows])
+    lines.append("")
+    if s.references:
+        ref_cols = [c for c in COLUMNS if any(c in r.values for r in s.references)]
+        lines += ["## Published reference rows", "",
+                  "Copied from the papers. They are on other data sets, networks and feature spaces, so they are "
+                  "compared with ours only through the claims below (orderings and ratios), never number to number.", ""]
+        lines += _table(["reference", "source", "data set", *(_header(c) for c in ref_cols)],
+                        [[r.label, r.source, r.dataset, *(_num(r.values[c]) if c in r.values else "" for c in ref_cols)]
+                         for r in s.references])
+        lines.append("")
+    if res.verdicts:
+        lines += ["## Claims", "",
+                  f"Computed from the rows above with {CONFIDENCE:.0%} confidence intervals (Welch t over seeds; "
+                  "ratios on the log scale): supported when the interval lies on the claimed side, not supported "
+                  "when it lies on the other side, inconclusive when it straddles.", ""]
+        lines += _table(["claim", "statement", "source", "verdict"],
+                        [[v.claim.id, v.claim.statement, v.claim.source, f"**{v.verdict}**"] for v in res.verdicts])
+        lines.append("")
+        for v in res.verdicts:
+            lines += [f"- **{v.claim.id}** ({COLUMNS[v.claim.column].label}): " + "; ".join(v.evidence)]
+        lines.append("")
+    if res.images:
+        lines += ["## Figures", ""] + [f"- [{cap}](img/{name})" for cap, name in res.images] + [""]
+    return "\n".join(lines)
+
+
+def render_csv(res: SuiteResults) -> str:
+    """One line per row (ours, then the references): mean and CI half-width per column."""
+    import pandas as pd
+
+    s = res.suite
+    records = []
+    for row in s.rows:
+        est = res.estimates.get(row.id, {})
+        rec: dict[str, Any] = {"suite": s.name, "kind": "ours", "row": row.id, "label": row.label, "model": row.model,
+                               "dataset": row.eval_dataset, "source": "genbench", "seeds": len(res.records.get(row.id, []))}
+        for c in s.columns:
+            rec[f"{c}_mean"] = est[c].mean if c in est else None
+            rec[f"{c}_ci95"] = est[c].half_width(CONFIDENCE) if c in est else None
+        records.append(rec)
+    for r in s.references:
+        rec = {"suite": s.name, "kind": "published", "row": "", "label": r.label, "model": "", "dataset": r.dataset,
+               "source": r.source, "seeds": None}
+        for c in s.columns:
+            rec[f"{c}_mean"] = r.values.get(c)
+            rec[f"{c}_ci95"] = None
+        records.append(rec)
+    buf = io.StringIO()
+    pd.DataFrame.from_records(records).to_csv(buf, index=False, float_format="%.6g", lineterminator="\n")
+    return buf.getvalue()
+
+
+# ----- figures ----------------------------------------------------------------------------------
+
+
+def _savefig(fig: Any, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+    with atomic_open(path) as handle:
+        handle.write(buf.getvalue())
+
+
+def _image_grid(x: np.ndarray) -> np.ndarray:
+    """[N, C, H, W] uint8 -> one [rows*H, cols*W(, C)] uint8 mosaic with 1-pixel gaps."""
+    n, c, h, w = x.shape
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    grid = np.full((rows * (h + 1) + 1, cols * (w + 1) + 1, c), 255, dtype=np.uint8)
+    for i in range(n):
+        r, q = divmod(i, cols)
+        grid[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = x[i].transpose(1, 2, 0)
+    return grid[..., 0] if c == 1 else grid
+
+
+def _figures(res: SuiteResults, results_dir: Path, img_dir: Path) -> tuple[tuple[str, str], ...]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    s = res.suite
+    out: list[tuple[str, str]] = []
+    cols = set(s.columns)
+    plots = [(x, y, f"{COLUMNS[y].label} vs {COLUMNS[x].label}") for x, y in
+             (("nfe_mean", "fid"), ("recall", "precision"), ("bpd_nfe", "bpd"), ("straightness", "fid"))
+             if x in cols and y in cols and sum(x in e and y in e for e in res.estimates.values()) >= 2]
+    for x, y, title in plots:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        groups: dict[str | None, list[tuple[float, float]]] = {}
+        for row in s.rows:
+            est = res.estimates.get(row.id, {})
+            if x in est and y in est:
+                ex, ey = est[x], est[y]
+                ax.errorbar(ex.mean, ey.mean, xerr=ex.half_width(CONFIDENCE), yerr=ey.half_width(CONFIDENCE), fmt="o", ms=4, capsize=2)
+                ax.annotate(row.label, (ex.mean, ey.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                groups.setdefault(row.group, []).append((ex.mean, ey.mean))
+        for group, pts in groups.items():
+            if group is not None and len(pts) > 1:
+                pts.sort()
+                ax.plot(*zip(*pts), "-", lw=1, alpha=0.6, label=group)
+        if any(g is not None and len(p) > 1 for g, p in groups.items()):
+            ax.legend(fontsize=7)
+        for axis, key in (("x", x), ("y", y)):
+            means = [e[key].mean for e in res.estimates.values() if key in e]
+            if means and min(means) > 0 and max(means) / min(means) > 50:
+                getattr(ax, f"set_{axis}scale")("log")
+        ax.set_xlabel(_header(x))
+        ax.set_ylabel(_header(y))
+        ax.set_title(f"{s.title}: {title}", fontsize=9)
+        ax.grid(alpha=0.3)
+        name = f"{s.name}/{y}-vs-{x}.png"
+        _savefig(fig, img_dir / name)
+        plt.close(fig)
+        out.append((title, name))
+    for row in s.rows:
+        path = Path(results_dir) / s.name / row.id / f"seed{row.seeds[0]}.samples.npz"
+        if not path.is_file():
+            continue
+        with np.load(path) as f:
+            x = f["samples"]
+        name = f"{s.name}/{row.id}-samples.png"
+        if x.ndim == 4:
+            buf = io.BytesIO()
+            grid = Image.fromarray(_image_grid(x))
+            grid = grid.resize((grid.width * 2, grid.height * 2), resample=Image.NEAREST)
+            grid.save(buf, format="PNG")
+            with atomic_open(img_dir / name) as handle:
+                handle.write(buf.getvalue())
+        elif x.ndim == 2 and x.shape[1] == 2:
+            fig, ax = plt.subplots(figsize=(2.6, 2.6))
+            ax.scatter(x[:, 0], x[:, 1], s=4)
+            ax.set_title(row.label, fontsize=8)
+            ax.set_aspect("equal", "datalim")
+            ax.tick_params(labelsize=6)
+            _savefig(fig, img_dir / name)
+            plt.close(fig)
+        else:
+            continue
+        out.append((f"samples: {row.label}", name))
+    return tuple(out)
+
+
+# ----- HTML -------------------------------------------------------------------------------------
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}
+th{background:#f3f3f3}.supported{color:#116611;font-weight:bold}.not-supported{color:#aa1111;font-weight:bold}
+.inconclusive{color:#886600;font-weight:bold}figure{display:inline-block;margin:4px;vertical-align:top}
+figcaption{font-size:12px;color:#555}img{max-width:520px}.note{font-size:12px;color:#555}nav a{margin-right:1em}"""
+
+
+def _html_table(header: list[str], rows: list[list[str]], raw: bool = False) -> str:
+    cell = (lambda x: x) if raw else html.escape
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _suite_html(res: SuiteResults) -> str:
+    s = res.suite
+    parts = [f'<section id="{s.name}"><h2>{html.escape(s.title)}</h2>']
+    if s.description:
+        parts.append(f"<p>{html.escape(s.description)}</p>")
+    parts.append(f'<p class="note">suite <code>{s.name}</code>; trained on <code>{s.train_dataset}</code>, evaluated on '
+                 f'<code>{s.eval_dataset}</code>; tables: <a href="{s.name}.md">{s.name}.md</a>, '
+                 f'<a href="{s.name}.csv">{s.name}.csv</a></p>')
+    body = []
+    for row in s.rows:
+        est = res.estimates.get(row.id)
+        n = len(res.records.get(row.id, []))
+        body.append([row.label, row.model, str(n), *((format_estimate(est[c]) if c in est else "–") if est else "not run"
+                                                     for c in s.columns)])
+    parts.append(_html_table(["row", "model", "seeds", *(_header(c) for c in s.columns)], body))
+    if s.references:
+        ref_cols = [c for c in COLUMNS if any(c in r.values for r in s.references)]
+        parts.append("<h3>Published reference rows (other data sets; compared through the claims only)</h3>")
+        parts.append(_html_table(["reference", "source", "data set", *(_header(c) for c in ref_cols)],
+                                 [[r.label, r.source, r.dataset, *(_num(r.values[c]) if c in r.values else "" for c in ref_cols)]
+                                  for r in s.references]))
+    if res.verdicts:
+        parts.append("<h3>Claims</h3>")
+        rows = [[html.escape(v.claim.id), html.escape(v.claim.statement), html.escape(v.claim.source),
+                 f'<span class="{v.verdict.replace(" ", "-")}">{v.verdict}</span>', html.escape("; ".join(v.evidence))]
+                for v in res.verdicts]
+        parts.append(_html_table(["claim", "statement", "source", "verdict", "evidence"], rows, raw=True))
+    if res.images:
+        parts.append("<h3>Figures</h3><div>")
+        parts += [f'<figure><img src="img/{name}" alt="{html.escape(cap)}"><figcaption>{html.escape(cap)}</figcaption></figure>'
+                  for cap, name in res.images]
+        parts.append("</div>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def write_index(results: list[SuiteResults], out_dir: Path) -> Path:
+    """``index.html``: every suite's tables, claims and figures on one page."""
+    nav = " ".join(f'<a href="#{r.suite.name}">{html.escape(r.suite.title)}</a>' for r in results)
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>genbench leaderboards</title>"
+            f"<style>{_CSS}</style></head><body>\n<h1>genbench leaderboards</h1>\n"
+            "<p class=\"note\">Generated by <code>genbench leaderboard</code> from the records in <code>results/</code>; "
+            "do not edit. Rebuild without training: <code>genbench leaderboard --from-results</code>.</p>\n"
+            f"<nav>{nav}</nav>\n" + "\n".join(_suite_html(r) for r in results) + "\n</body></html>\n")
+    path = Path(out_dir) / "index.html"
+    with atomic_open(path) as handle:
+        handle.write(page.encode("utf-8"))
+    return path
+
+
+def build_suite(suite: LeaderboardSuite, results_dir: Path, out_dir: Path, *, figures: bool = True) -> SuiteResults:
+    """Write ``<out>/<suite>.md``, ``.csv`` and its figures; return what was built (for the index)."""
+    res = collect(suite, results_dir)
+    if figures:
+        import shutil
+
+        shutil.rmtree(Path(out_dir) / "img" / suite.name, ignore_errors=True)  # no stale figures
+        res = SuiteResults(res.suite, res.records, res.estimates, res.verdicts,
+                           _figures(res, results_dir, Path(out_dir) / "img"))
+    for ext, text in (("md", render_markdown(res)), ("csv", render_csv(res))):
+        with atomic_open(Path(out_dir) / f"{suite.name}.{ext}") as handle:
+            handle.write(text.encode("utf-8"))
+    return res

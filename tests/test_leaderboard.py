@@ -1,0 +1,194 @@
+"""Leaderboards: the claim evaluator, suite validation, a tiny end-to-end run, and the byte-exact
+rebuild of the committed tables from the committed records."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.leaderboard.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Estimate, estimate, evaluate_claim
+from harness.leaderboard.render import build_suite, collect, format_estimate, write_index
+from harness.leaderboard.suite import leaderboard_suite_names, load_leaderboard_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# ----- claim evaluator (pure) -------------------------------------------------------------------
+
+
+def _claim(kind: str, rows=("a", "b"), **kw) -> Claim:
+    return Claim(id="c", statement="s", source="src", column="fid", kind=kind, rows=tuple(rows), **kw)
+
+
+def test_estimate_over_seeds_uses_t_and_one_seed_uses_its_stderr():
+    e = estimate([1.0, 2.0, 3.0])
+    assert e.mean == 2.0 and e.df == 2 and e.se == pytest.approx(1 / math.sqrt(3))
+    assert e.half_width() == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t_{2, 0.975}
+    one = estimate([5.0], [0.5])
+    assert one.df == math.inf and one.half_width() == pytest.approx(1.959964 * 0.5, rel=1e-6)
+    assert estimate([7.0]).half_width() == 0.0  # no spread recorded: exact
+    assert format_estimate(estimate([1.0, 1.1, 0.9])) == "1.00 ± 0.25"
+
+
+@pytest.mark.parametrize(("a", "b", "verdict"), [
+    ([1.0, 1.1, 0.9], [5.0, 5.1, 4.9], SUPPORTED),
+    ([5.0, 5.1, 4.9], [1.0, 1.1, 0.9], NOT_SUPPORTED),
+    ([1.0, 2.0, 3.0], [1.5, 2.5, 3.5], INCONCLUSIVE),
+])
+def test_less_gives_the_three_verdicts(a, b, verdict):
+    v = evaluate_claim(_claim("less"), {"a": estimate(a), "b": estimate(b)})
+    assert v.verdict == verdict, v.evidence
+    flipped = evaluate_claim(_claim("greater"), {"a": estimate(a), "b": estimate(b)})
+    assert flipped.verdict == {SUPPORTED: NOT_SUPPORTED, NOT_SUPPORTED: SUPPORTED, INCONCLUSIVE: INCONCLUSIVE}[verdict]
+
+
+def test_chain_ratio_within_exact_and_missing():
+    est = {"a": estimate([1.0, 1.1, 0.9]), "b": estimate([2.0, 2.1, 1.9]), "c": estimate([3.0, 3.1, 2.9])}
+    assert evaluate_claim(_claim("less", rows=("a", "b", "c")), est).verdict == SUPPORTED
+    assert evaluate_claim(_claim("less", rows=("a", "c", "b")), est).verdict == NOT_SUPPORTED
+    nfe = {"ddpm": Estimate(274.0, 0.0, math.inf, 1), "fm": Estimate(142.0, 0.0, math.inf, 1)}
+    assert evaluate_claim(_claim("ratio", rows=("ddpm", "fm"), at_least=1.5), nfe).verdict == SUPPORTED  # 1.93
+    assert evaluate_claim(_claim("ratio", rows=("ddpm", "fm"), at_least=2.0), nfe).verdict == NOT_SUPPORTED
+    noisy = {"n": estimate([270.0, 280.0, 250.0]), "d": estimate([140.0, 150.0, 170.0])}
+    assert evaluate_claim(_claim("ratio", rows=("n", "d"), at_least=1.7), noisy).verdict == INCONCLUSIVE
+    close = {"a": estimate([1.00, 1.01, 0.99]), "b": estimate([1.00, 1.02, 0.98])}
+    assert evaluate_claim(_claim("within", margin=0.1), close).verdict == SUPPORTED
+    assert evaluate_claim(_claim("within", margin=0.1), est).verdict == NOT_SUPPORTED
+    assert evaluate_claim(_claim("within", margin=0.02), close).verdict == INCONCLUSIVE
+    missing = evaluate_claim(_claim("less"), {"a": est["a"]})
+    assert missing.verdict == INCONCLUSIVE and "no results for b" in missing.evidence[0]
+
+
+# ----- suite files ------------------------------------------------------------------------------
+
+GOOD = """
+name: tiny
+title: tiny
+dataset: {train: moons-train, eval: moons-test}
+seeds: [0, 1]
+defaults:
+  train: {steps: 30, batch_size: 64, num_train: 500}
+  eval: {metrics: [fid, prdc, nfe, straightness], num_samples: 150, feature_extractor: identity, bootstrap: 0}
+columns: [fid, recall, straightness, nfe_mean]
+rows:
+  - {id: fm, model: fm-ot, model_args: {hidden: 16, depth: 1, time_dim: 8}, eval: {sampler: euler, steps: 4}}
+  - {id: fm8, model: fm-ot, model_args: {hidden: 16, depth: 1, time_dim: 8}, eval: {sampler: euler, steps: 8}}
+  - {id: ft, model: fm-ot, model_args: {hidden: 16, depth: 1, time_dim: 8}, init: fm, train: {steps: 10}, seeds: [0]}
+references:
+  - {label: paper, source: "A et al., Table 1", dataset: CIFAR-10, values: {fid: 3.0}}
+claims:
+  - {id: fewer, statement: fewer steps, source: test, column: nfe_mean, less: [fm, fm8]}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("title: tiny", "title: tiny\ncolour: red"), r"unknown key\(s\) \['colour'\]"),
+    (("model: fm-ot, model_args", "model: fm-oot, model_args"), "fm-oot.*Did you mean .fm-ot"),
+    (("metrics: [fid, prdc, nfe, straightness]", "metrics: [fid, fidd]"), "unknown metric 'fidd'"),
+    (("columns: [fid, recall, straightness, nfe_mean]", "columns: [fid, recal]"), r"unknown column\(s\) \['recal'\]"),
+    (("less: [fm, fm8]", "less: [fm, fm9]"), r"unknown row\(s\) \['fm9'\]"),
+    (("column: nfe_mean, less", "column: precision, less"), "not one of the suite's columns"),
+    (("eval: {sampler: euler, steps: 4}", "eval: {sampler: euler, stepz: 4}"), "stepz"),
+    (("eval: {sampler: euler, steps: 4}", "eval: {seed: 3}"), "set by the leaderboard"),
+    (("train: {steps: 30,", "train: {steps: 0,"), "steps must be a positive int"),
+    (("{id: fm, model", "{id: fm, init: fm8, model"), "init 'fm8' must name an earlier row"),
+    (("less: [fm, fm8]", "ratio: [fm, fm8]"), "ratio needs at_least"),
+])
+def test_suite_errors_name_the_problem(tmp_path, edit, message):
+    load_leaderboard_suite(_write(tmp_path, GOOD))  # the unedited file is valid
+    with pytest.raises(ValueError, match=message):
+        load_leaderboard_suite(_write(tmp_path, GOOD.replace(*edit)))
+
+
+def test_every_built_in_suite_loads():
+    names = leaderboard_suite_names()
+    assert "quick" in names
+    for name in names:
+        suite = load_leaderboard_suite(name)
+        assert suite.rows and suite.columns
+
+
+# ----- records -> tables ------------------------------------------------------------------------
+
+
+def _record(row: str, seed: int, fid: float, nfe: float) -> dict:
+    return {"leaderboard": {"row": row, "seed": seed, "train": {"steps": 1}}, "config": {"num_samples": 10},
+            "metrics": {"fid": {"value": fid, "uncertainty": {"std": 0.01}}, "nfe_mean": {"value": nfe}},
+            "data": {"dataset": {"shape": [10, 2]}}, "model": {"parameters": 3}}
+
+
+@pytest.mark.parametrize(("fm", "fm8", "verdict"), [
+    ([1.0, 1.1], [3.0, 3.1], SUPPORTED), ([3.0, 3.1], [1.0, 1.1], NOT_SUPPORTED), ([1.0, 3.0], [1.5, 2.5], INCONCLUSIVE),
+])
+def test_claim_verdicts_from_synthetic_records(tmp_path, fm, fm8, verdict):
+    text = GOOD.replace("column: nfe_mean, less", "column: fid, less")
+    suite = load_leaderboard_suite(_write(tmp_path, text))
+    for row, values in (("fm", fm), ("fm8", fm8)):
+        for seed, value in enumerate(values):
+            path = tmp_path / "results" / "tiny" / row / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_record(row, seed, value, 4.0)))
+    res = collect(suite, tmp_path / "results")
+    assert res.verdicts[0].verdict == verdict
+
+
+def test_tiny_suite_end_to_end_resumes_and_rebuilds_identically(tmp_path, capsys):
+    suite_path = _write(tmp_path, GOOD)
+    args = ["leaderboard", "--suite", str(suite_path), "--results", str(tmp_path / "results"),
+            "--out", str(tmp_path / "lb"), "--work-dir", str(tmp_path / "work")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("tiny/") == 5  # 2 rows x 2 seeds + 1, one log line each
+    records = sorted((tmp_path / "results" / "tiny").rglob("seed*.json"))
+    assert len(records) == 5
+    assert len(list((tmp_path / "work" / "checkpoints").glob("*.pt"))) == 3  # fm and fm8 share one model per seed
+    ft = json.loads((tmp_path / "results" / "tiny" / "ft" / "seed0.json").read_text())["leaderboard"]["train"]
+    assert ft["init"] == "fm" and ft["steps"] == 10
+    rec = json.loads(records[0].read_text())
+    assert rec["leaderboard"]["train"]["steps"] == 30 and rec["metrics"]["nfe_mean"]["value"] in (4.0, 8.0)
+    assert rec["metrics"]["straightness"]["value"] > 0
+    md = (tmp_path / "lb" / "tiny.md").read_text()
+    assert "| fm | fm-ot | 2 |" in md and "**supported**" in md and "A et al., Table 1" in md
+    # a rerun trains and evaluates nothing, and rebuilding from the records gives the same bytes
+    before = {p: p.read_bytes() for p in (tmp_path / "lb").glob("*.*")}
+    assert main(args) == 0
+    assert "tiny/" not in capsys.readouterr().err
+    assert main([*args[:3], "--from-results", *args[3:7]]) == 0
+    assert {p: p.read_bytes() for p in (tmp_path / "lb").glob("*.*")} == before
+    # a fresh work folder with the records kept: rerunning the fine-tuned row trains the row it starts from first
+    shutil.rmtree(tmp_path / "work")
+    (tmp_path / "results" / "tiny" / "ft" / "seed0.json").unlink()
+    assert main([*args, "--rows", "ft"]) == 0
+    assert capsys.readouterr().err.count("tiny/") == 1
+    assert len(list((tmp_path / "work" / "checkpoints").glob("*.pt"))) == 2
+    assert (tmp_path / "lb" / "img" / "tiny" / "fm-samples.png").is_file()
+
+
+def test_committed_tables_rebuild_byte_for_byte_from_committed_results(tmp_path):
+    """`genbench leaderboard --from-results` reproduces leaderboards/*.md, *.csv and index.html exactly."""
+    built = []
+    for name in leaderboard_suite_names():
+        built.append(build_suite(load_leaderboard_suite(name), ROOT / "results", tmp_path))
+    write_index(built, tmp_path)
+    committed = ROOT / "leaderboards"
+    for name in [*(f"{n}.{ext}" for n in leaderboard_suite_names() for ext in ("md", "csv")), "index.html"]:
+        assert (tmp_path / name).read_bytes() == (committed / name).read_bytes(), f"{name} differs from the committed file"
+    # every figure the tables link to exists in the committed tree
+    linked = {line.split("](img/")[1].rstrip(")") for n in leaderboard_suite_names()
+              for line in (committed / f"{n}.md").read_text().splitlines() if "](img/" in line}
+    missing = [f for f in linked if not (committed / "img" / f).is_file()]
+    assert not missing, missing
+    shutil.rmtree(tmp_path)
