@@ -192,3 +192,19 @@ def test_committed_tables_rebuild_byte_for_byte_from_committed_results(tmp_path)
     missing = [f for f in linked if not (committed / "img" / f).is_file()]
     assert not missing, missing
     shutil.rmtree(tmp_path)
+
+
+def test_derived_columns_from_a_record():
+    from harness.leaderboard.columns import column_value
+
+    record = {"data": {"dataset": {"shape": [500, 1, 28, 28]}}, "model": {"parameters": 7},
+              "metrics": {"elbo_bpd": {"value": 0.2, "stderr": 0.01}, "iwae_bpd": {"value": 0.19, "stderr": 0.01},
+                          "kl_active_dims": {"value": 2, "kl_per_dim": [3.0, 1.0, 0.05]}}}
+    nats = 784 * math.log(2)
+    assert column_value(record, "elbo_nll_nats") == pytest.approx((0.2 * nats, 0.01 * nats))
+    assert column_value(record, "iwae_nll_nats")[0] == pytest.approx(0.19 * nats)
+    assert column_value(record, "kl_nats") == (pytest.approx(4.05), None)
+    assert column_value(record, "kl_per_dim")[0] == pytest.approx(1.35)
+    assert column_value(record, "recon_nats")[0] == pytest.approx(0.2 * nats - 4.05)
+    assert column_value(record, "parameters") == (7.0, None)
+    assert column_value(record, "bpd_nll_nats") is None and column_value(record, "fid") is None

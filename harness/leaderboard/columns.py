@@ -65,6 +65,9 @@ COLUMNS: dict[str, Column] = {c.key: c for c in (
 )}
 
 
+_NLL_OF = {"bpd_nll_nats": "bpd", "elbo_nll_nats": "elbo_bpd", "iwae_nll_nats": "iwae_bpd"}
+
+
 def known_column(key: str) -> bool:
     return key in COLUMNS
 
@@ -95,8 +98,8 @@ def column_value(record: dict[str, Any], key: str) -> tuple[float, float | None]
     if key == "bpd_nfe":
         entry = record.get("metrics", {}).get("bpd", {})
         return None if entry.get("nfe_mean") is None else (float(entry["nfe_mean"]), None)
-    if key.endswith("_nll_nats"):
-        base = _metric(record, key.removesuffix("_nll_nats"))
+    if key in _NLL_OF:
+        base = _metric(record, _NLL_OF[key])
         if base is None:
             return None
         scale = _dims(record) * math.log(2.0)
