@@ -81,6 +81,10 @@ class ModelEvalConfig:
             raise ValueError(f"give exactly one of --checkpoint, --entry, --model (got {given or 'none'})")
         if self.metrics is not None:
             object.__setattr__(self, "metrics", tuple(self.metrics))
+            known = (*SAMPLE_METRICS, *MODEL_METRICS)
+            unknown = [m for m in self.metrics if m not in known]
+            if unknown:
+                raise ValueError(f"unknown metric(s) {unknown}; known: {', '.join(known)}")
         for name in ("model_args", "sample_options"):  # a mapping (suite files, JSON) becomes sorted pairs
             value = getattr(self, name)
             pairs = sorted(value.items(), key=lambda kv: kv[0]) if isinstance(value, dict) else [tuple(p) for p in value]
@@ -88,10 +92,6 @@ class ModelEvalConfig:
         clash = {k for k, _ in self.sample_options} & {"sampler", "steps", "n", "rng"}
         if clash:
             raise ValueError(f"sample_options may not set {sorted(clash)}; use --sampler / --steps")
-            known = (*SAMPLE_METRICS, *MODEL_METRICS)
-            unknown = [m for m in self.metrics if m not in known]
-            if unknown:
-                raise ValueError(f"unknown metric(s) {unknown}; known: {', '.join(known)}")
         if self.rounding not in ROUNDING:
             raise ValueError(f"rounding {self.rounding!r} is not one of {', '.join(ROUNDING)}")
         if self.num_samples < 2:

@@ -187,3 +187,9 @@ def test_straightness_of_a_flow_matching_model_is_recorded(tmp_path):
     code, _ = _eval(tmp_path, "--model", "affine-flow", "--model-arg", "dim=2", "--dataset", "gaussian-2-test",
                     "--metrics", "straightness")
     assert code == 2
+
+
+def test_unknown_metric_names_are_refused(tmp_path, capsys):
+    code, _ = _eval(tmp_path / "x", "--model", "affine-flow", "--model-arg", "dim=2", "--dataset", "gaussian-2-test",
+                    "--metrics", "fid,precision")
+    assert code == 2 and "unknown metric(s) ['precision']" in capsys.readouterr().err

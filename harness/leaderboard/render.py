@@ -102,7 +102,7 @@ def _protocol(row: Row, recs: list[dict[str, Any]]) -> str:
     r = recs[0]
     train = r["leaderboard"]["train"]
     cfg = r["config"]
-    parts = [f"{train['steps']} steps" + (f" from {row.init}" if row.init else "")]
+    parts = [f"trained {train['steps']} steps" + (f" from {row.init}" if row.init else "")]
     if row.reflow:
         parts.append(f"reflow on {row.reflow['pairs']} pairs from {row.reflow['from']}")
     feats = r.get("features") or {}
@@ -110,11 +110,15 @@ def _protocol(row: Row, recs: list[dict[str, Any]]) -> str:
     if cfg.get("sampler") or cfg.get("steps"):
         steps = cfg.get("steps")
         parts.append(f"sampler {cfg.get('sampler') or 'default'}" + (f", {steps} step{'s' if steps != 1 else ''}" if steps else ""))
+    if cfg.get("sample_options"):
+        parts.append(", ".join(f"{k}={v}" for k, v in cfg["sample_options"]))
     if feats.get("name"):
-        parts.append(f"features {feats['name']}")
+        sha = feats.get("weights_sha256")
+        parts.append(f"features {feats['name']}" + (f" (weights sha256 {sha[:12]})" if sha else ""))
     if "bpd" in r["metrics"]:
         b = r["metrics"]["bpd"]
-        how = f"PF-ODE, {b['solver']}, {b.get('estimator')} divergence" if b.get("solver") else "exact log-likelihood"
+        how = (f"PF-ODE, {b['solver']} rtol {b.get('rtol')} atol {b.get('atol')}, {b.get('estimator')} divergence"
+               if b.get("solver") else "exact log-likelihood")
         parts.append(f"bpd: {how}" + (f"; {b['dequantization']}" if b.get("dequantization") else ""))
     if "iwae_bpd" in r["metrics"]:
         parts.append(f"IWAE k={r['metrics']['iwae_bpd']['num_importance']}")
