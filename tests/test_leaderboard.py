@@ -208,3 +208,17 @@ def test_derived_columns_from_a_record():
     assert column_value(record, "recon_nats")[0] == pytest.approx(0.2 * nats - 4.05)
     assert column_value(record, "parameters") == (7.0, None)
     assert column_value(record, "bpd_nll_nats") is None and column_value(record, "fid") is None
+
+
+def test_single_seed_rows_on_the_same_examples_are_paired_by_block_means():
+    # a hard and an easy half of the test set shared by both rows: the per-row standard errors are large,
+    # but row a is better than row b on every block by 0.5
+    blocks_b = [10.0 + (5.0 if j % 2 else -5.0) + 0.1 * j for j in range(20)]
+    blocks_a = [x - 0.5 + 0.1 * ((7 * j) % 3 - 1) for j, x in enumerate(blocks_b)]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    a = estimate([mean(blocks_a)], [2.0], blocks=blocks_a, pair_key="same rows")
+    b = estimate([mean(blocks_b)], [2.0], blocks=blocks_b, pair_key="same rows")
+    paired = evaluate_claim(_claim("less"), {"a": a, "b": b})
+    assert paired.verdict == SUPPORTED and "paired" in paired.evidence[0]
+    other_rows = estimate([mean(blocks_a)], [2.0], blocks=blocks_a, pair_key="other rows")
+    assert evaluate_claim(_claim("less"), {"a": other_rows, "b": b}).verdict == INCONCLUSIVE

@@ -21,6 +21,9 @@ Verdicts come from two-sided ``confidence`` intervals (default 95 %):
   when every pair is, not supported when any pair is, and inconclusive otherwise. ``within`` is a
   two one-sided test (Schuirmann 1987): supported when the interval lies inside [−margin, margin],
   not supported when it lies wholly outside, inconclusive otherwise.
+* Two single-seed rows evaluated on the same examples (a likelihood on one test set) are compared
+  paired, from their block means (:func:`_paired_blocks`), instead of by two independent
+  standard errors.
 * An estimate without a spread (NFE, a count, a single run without a standard error) is exact:
   se = 0, and the comparison is decided by the means.
 """
@@ -51,13 +54,16 @@ class Estimate:
     se: float
     df: float
     n: int
+    blocks: tuple[float, ...] | None = None  # one seed: block means over its evaluation examples
+    pair_key: str | None = None  # which examples (data hash + rows): equal keys are paired example by example
 
     def half_width(self, confidence: float = 0.95) -> float:
         """Half-width of the two-sided ``confidence`` interval of the mean."""
         return _quantile(confidence, self.df) * self.se if self.se > 0 else 0.0
 
 
-def estimate(values: Sequence[float], stderrs: Sequence[float | None] = ()) -> Estimate:
+def estimate(values: Sequence[float], stderrs: Sequence[float | None] = (), *,
+             blocks: Sequence[float] | None = None, pair_key: str | None = None) -> Estimate:
     """Aggregate one column over seeds.
 
     With two or more seeds the spread across seeds is the evidence: se = sd/√n (ddof 1), df = n − 1.
@@ -73,7 +79,26 @@ def estimate(values: Sequence[float], stderrs: Sequence[float | None] = ()) -> E
         var = math.fsum((v - mean) ** 2 for v in vals) / (n - 1)
         return Estimate(mean=mean, se=math.sqrt(var / n), df=float(n - 1), n=n)
     se = stderrs[0] if stderrs and stderrs[0] is not None else 0.0
-    return Estimate(mean=mean, se=float(se), df=math.inf, n=1)
+    return Estimate(mean=mean, se=float(se), df=math.inf, n=1,
+                    blocks=tuple(float(b) for b in blocks) if blocks else None, pair_key=pair_key)
+
+
+def _paired_blocks(a: Estimate, b: Estimate) -> tuple[float, float] | None:
+    """(se, df) of mean_a − mean_b from block differences, when both are one seed on the same examples.
+
+    Two rows evaluated on the same test examples share each example's difficulty, so their
+    difference is far less noisy than two independent standard errors say. With K block means per
+    row (``metrics.bpd.block_means``: contiguous, near-equal blocks fixed by the example count),
+    the block differences D_j give se = sd(D)/√K with K − 1 degrees of freedom (batch means).
+    """
+    if a.n != 1 or b.n != 1 or not a.blocks or not b.blocks or a.pair_key is None or a.pair_key != b.pair_key:
+        return None
+    if len(a.blocks) != len(b.blocks) or len(a.blocks) < 3:
+        return None
+    d = [x - y for x, y in zip(a.blocks, b.blocks)]
+    k = len(d)
+    m = math.fsum(d) / k
+    return math.sqrt(math.fsum((x - m) ** 2 for x in d) / (k - 1) / k), float(k - 1)
 
 
 @dataclass(frozen=True)
@@ -147,10 +172,11 @@ def _side(lo: float, hi: float, claimed_positive: bool) -> str:
 def _pair(claim: Claim, a: str, b: str, ea: Estimate, eb: Estimate) -> tuple[str, str]:
     """One comparison of a chain (``less``/``greater``) or ``within``."""
     d = ea.mean - eb.mean
-    se = math.hypot(ea.se, eb.se)
-    hw = _quantile(claim.confidence, _welch_df(ea, eb)) * se if se > 0 else 0.0
+    paired = _paired_blocks(ea, eb)
+    se, df = paired if paired else (math.hypot(ea.se, eb.se), _welch_df(ea, eb))
+    hw = _quantile(claim.confidence, df) * se if se > 0 else 0.0
     lo, hi = d - hw, d + hw
-    pct = f"{round(claim.confidence * 100)}% CI"
+    pct = f"{round(claim.confidence * 100)}% CI" + (f", paired over the same examples ({len(ea.blocks)} blocks)" if paired else "")
     interval = f"Δ = {a} − {b} = {_fmt(d)}, {pct} [{_fmt(lo)}, {_fmt(hi)}]" if se > 0 else f"Δ = {a} − {b} = {_fmt(d)} (exact)"
     if claim.kind == "within":
         m = float(claim.margin)  # type: ignore[arg-type]

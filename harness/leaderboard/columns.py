@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["COLUMNS", "Column", "column_value", "known_column"]
+__all__ = ["COLUMNS", "Column", "column_blocks", "column_value", "known_column"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,18 @@ _NLL_OF = {"bpd_nll_nats": "bpd", "elbo_nll_nats": "elbo_bpd", "iwae_nll_nats": 
 
 def known_column(key: str) -> bool:
     return key in COLUMNS
+
+
+def column_blocks(record: dict[str, Any], key: str) -> tuple[list[float], str] | None:
+    """(block means over the evaluation examples, which examples) of a likelihood-type column, or None."""
+    base = _NLL_OF.get(key, key)
+    entry = record.get("metrics", {}).get(base)
+    if not isinstance(entry, dict) or not entry.get("block_means"):
+        return None
+    scale = _dims(record) * math.log(2.0) if key in _NLL_OF else 1.0
+    data = record.get("data", {}).get("dataset", {})
+    which = f"{data.get('content_hash')}:{sorted(data.get('selection', {}).items())}:{entry.get('n')}"
+    return [b * scale for b in entry["block_means"]], which
 
 
 def _metric(record: dict[str, Any], key: str) -> tuple[float, float | None] | None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from harness.atomic import atomic_open
 from harness.leaderboard.claims import Estimate, Verdict, estimate, evaluate_claim
-from harness.leaderboard.columns import COLUMNS, column_value
+from harness.leaderboard.columns import COLUMNS, column_blocks, column_value
 from harness.leaderboard.suite import LeaderboardSuite, Row
 
 __all__ = ["SuiteResults", "build_suite", "collect", "render_csv", "render_markdown", "write_index"]
@@ -62,7 +62,9 @@ def collect(suite: LeaderboardSuite, results_dir: Path) -> SuiteResults:
         for col in suite.columns:
             vals = [column_value(r, col) for r in recs]
             if vals and all(v is not None for v in vals):
-                per[col] = estimate([v[0] for v in vals], [v[1] for v in vals])  # type: ignore[index]
+                blocks = column_blocks(recs[0], col) if len(recs) == 1 else None
+                per[col] = estimate([v[0] for v in vals], [v[1] for v in vals],  # type: ignore[index]
+                                    blocks=blocks[0] if blocks else None, pair_key=blocks[1] if blocks else None)
         estimates[row_id] = per
     verdicts = []
     for claim in suite.claims:
@@ -172,7 +174,7 @@ def render_markdown(res: SuiteResults) -> str:
     if res.verdicts:
         lines += ["## Claims", "",
                   f"Computed from the rows above with {CONFIDENCE:.0%} confidence intervals (Welch t over seeds; "
-                  "ratios on the log scale): supported when the interval lies on the claimed side, not supported "
+                  "one-seed likelihoods on the same test examples paired by block means; ratios on the log scale): supported when the interval lies on the claimed side, not supported "
                   "when it lies on the other side, inconclusive when it straddles.", ""]
         lines += _table(["claim", "statement", "source", "verdict"],
                         [[v.claim.id, v.claim.statement, v.claim.source, f"**{v.verdict}**"] for v in res.verdicts])
