@@ -104,6 +104,7 @@ class FlowMatchingConfig:
             needs the file. Rectified flow only.
         distill: with ``couplings``, train the one-step map z1 ≈ z0 + v(z0, 0) (t = 0 only; Liu et
             al. sec. 2.3). Rectified flow only.
+        seed: seed of the weight initialisation (the global RNG is left as it was).
     """
 
     path: str = "ot"
@@ -129,6 +130,7 @@ class FlowMatchingConfig:
     couplings: str | None = None
     init_checkpoint: str | None = None
     distill: bool = False
+    seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -187,10 +189,12 @@ class FlowMatching(nn.Module):
             raise ValueError("couplings / init_checkpoint / distill belong to rectified flow; use the 'rectified-flow' model")
         self.config = config
         shape = config.shape
-        if len(shape) == 1:
-            self.net: nn.Module = MLP(shape[0], shape[0], hidden=config.hidden, depth=config.depth, time_dim=config.time_dim)
-        else:
-            self.net = SmallUNet(shape[0], shape[0], base=config.base, time_dim=config.time_dim)
+        with torch.random.fork_rng(devices=[]):  # seeded init; the caller's global RNG state is restored
+            torch.manual_seed(config.seed)
+            if len(shape) == 1:
+                self.net: nn.Module = MLP(shape[0], shape[0], hidden=config.hidden, depth=config.depth, time_dim=config.time_dim)
+            else:
+                self.net = SmallUNet(shape[0], shape[0], base=config.base, time_dim=config.time_dim)
         self.data_spec = DataSpec(shape, "continuous", config.value_range)
         self.t_span = (config.t_max, 0.0)
         self.default_steps = config.steps

@@ -301,3 +301,19 @@ def test_couplings_file_round_trip(tmp_path):
     np.savez(tmp_path / "bad.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="'z0' and 'z1'"):
         fm.load_couplings(tmp_path / "bad.npz", (2,))
+
+
+def test_initialisation_is_seeded_and_leaves_the_global_rng_alone():
+    """Builds give the same weights whatever the global RNG did before (a leaderboard trains several
+    models in one process; their results must not depend on the order), and do not consume it."""
+    args = {k: v for k, v in NET.items() if k != "batch_size"}
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = fm.RectifiedFlow(**args)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(5)
+    b = fm.RectifiedFlow(**args)
+    c = fm.RectifiedFlow(**args, seed=1)
+    first = lambda m: next(iter(m.state_dict().values()))  # noqa: E731
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(first(a), first(c))
