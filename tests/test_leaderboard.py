@@ -106,6 +106,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     (("train: {steps: 30,", "train: {steps: 0,"), "steps must be a positive int"),
     (("{id: fm, model", "{id: fm, init: fm8, model"), "init 'fm8' must name an earlier row"),
     (("less: [fm, fm8]", "ratio: [fm, fm8]"), "ratio needs at_least"),
+    (("train: {steps: 10}, seeds: [0]", "train: {steps: 10}, seeds: [0, 5]"), r"starts from row fm, which has no seed\(s\) \[5\]"),
 ])
 def test_suite_errors_name_the_problem(tmp_path, edit, message):
     load_leaderboard_suite(_write(tmp_path, GOOD))  # the unedited file is valid

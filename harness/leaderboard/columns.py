@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["COLUMNS", "Column", "column_blocks", "column_value", "known_column"]
+__all__ = ["COLUMNS", "Column", "column_blocks", "column_value"]
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,6 @@ COLUMNS: dict[str, Column] = {c.key: c for c in (
 
 
 _NLL_OF = {"bpd_nll_nats": "bpd", "elbo_nll_nats": "elbo_bpd", "iwae_nll_nats": "iwae_bpd"}
-
-
-def known_column(key: str) -> bool:
-    return key in COLUMNS
 
 
 def column_blocks(record: dict[str, Any], key: str) -> tuple[list[float], str] | None:

@@ -40,6 +40,10 @@ def record_path(results_dir: Path, suite: str, row: str, seed: int) -> Path:
     return Path(results_dir) / suite / row / f"seed{seed}.json"
 
 
+def _checkpoint(work: Path, key: str) -> Path:
+    return work / "checkpoints" / f"{key}.pt"
+
+
 def train_keys(suite: LeaderboardSuite, seed: int) -> dict[str, str]:
     """Every row's train key at ``seed`` (rows depend only on earlier rows)."""
     keys: dict[str, str] = {}
@@ -61,18 +65,17 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
     from harness.train import TrainConfig, train
 
     key = keys[row.id]
-    ckpt = work / "checkpoints" / f"{key}.pt"
+    ckpt = _checkpoint(work, key)
     summary_path = ckpt.with_suffix(".json")
     if ckpt.is_file() and summary_path.is_file():
         return json.loads(summary_path.read_text())
-    for dep in (row.init, (row.reflow or {}).get("from")):
-        if dep:  # its record may exist while its checkpoint does not (a fresh clone)
-            _train_row(suite, suite.row(dep), seed, keys, work, device, progress)
+    for dep in row.upstream:  # its record may exist while its checkpoint does not (a fresh clone)
+        _train_row(suite, suite.row(dep), seed, keys, work, device, progress)
     config = dict(row.model_args)
     if row.reflow is not None:
         from baselines.flow_matching import reflow_couplings, save_couplings
 
-        source = _load_trained(work / "checkpoints" / f"{keys[row.reflow['from']]}.pt", device)
+        source = _load_trained(_checkpoint(work, keys[row.reflow["from"]]), device)
         z0, z1 = reflow_couplings(source, int(row.reflow["pairs"]), seed, steps=row.reflow["steps"],
                                   sampler=row.reflow["sampler"])
         (work / "couplings").mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
         config["couplings"] = str(pairs)
     build: Callable[[], Any] | None = None
     if row.init is not None:
-        init = load_checkpoint(work / "checkpoints" / f"{keys[row.init]}.pt")
+        init = load_checkpoint(_checkpoint(work, keys[row.init]))
 
         def build() -> Any:
             model = build_registered(row.model, config)
@@ -139,7 +142,8 @@ def run_suite(
         keys = train_keys(suite, seed)
         path = record_path(results_dir, suite.name, row.id, seed)
         ekey = _eval_key(row, keys[row.id], seed)
-        if path.is_file() and (work / "checkpoints" / f"{keys[row.id]}.pt").is_file():
+        ckpt = _checkpoint(work, keys[row.id])
+        if path.is_file() and ckpt.is_file():
             try:
                 if json.loads(path.read_text())["leaderboard"]["eval_key"] == ekey:
                     written.append(path)
@@ -147,12 +151,9 @@ def run_suite(
             except (KeyError, ValueError):
                 pass  # an unreadable or foreign record is redone
         t0 = time.perf_counter()
-        for dep in (row.init, (row.reflow or {}).get("from")):
-            if dep and seed not in suite.row(dep).seeds:
-                raise ValueError(f"row {row.id} seed {seed} starts from row {dep}, which has no seed {seed}")
         summary = _train_row(suite, row, seed, keys, work, device, progress)
         cfg = ModelEvalConfig.from_dict({**row.eval, "dataset": row.eval_dataset, "seed": seed, "device": device,
-                                         "checkpoint": str(work / "checkpoints" / f"{keys[row.id]}.pt")})
+                                         "checkpoint": str(ckpt)})
         kept: list[Any] = []
         record = evaluate_model(cfg, progress=progress, argv=["genbench", "leaderboard", "--suite", suite.name],
                                 on_samples=kept.append if seed == row.seeds[0] else None)

@@ -90,6 +90,11 @@ class Row:
     reflow: dict[str, Any] | None = None
     note: str = ""
 
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Ids of the earlier rows this one starts from (``init``, ``reflow.from``)."""
+        return tuple(r for r in (self.init, (self.reflow or {}).get("from")) if r)
+
     def train_key(self, seed: int, upstream: dict[str, str]) -> str:
         """Content key of this row's trained model at ``seed``: equal for rows that train the same thing.
 
@@ -205,9 +210,8 @@ def _row(entry: Any, where: str, suite: dict[str, Any], defaults: dict[str, Any]
     eval_options = {**defaults.get("eval", {}), **(entry.get("eval") or {})}
     _check_eval(eval_options, where)
     train_ds, eval_ds = _dataset(entry["dataset"], where) if "dataset" in entry else (suite["train"], suite["eval"])
-    for ref_key in ("init",):
-        if entry.get(ref_key) is not None and entry[ref_key] not in earlier:
-            raise ValueError(f"{where}: {ref_key} {entry[ref_key]!r} must name an earlier row; earlier rows: {earlier}")
+    if entry.get("init") is not None and entry["init"] not in earlier:
+        raise ValueError(f"{where}: init {entry['init']!r} must name an earlier row; earlier rows: {earlier}")
     reflow = entry.get("reflow")
     if reflow is not None:
         reflow = dict(_keys(reflow, _REFLOW, f"{where} reflow", {"from", "pairs"}))
@@ -272,6 +276,10 @@ def load_leaderboard_suite(name_or_path: str | Path) -> LeaderboardSuite:
         row = _row(entry, f"{where}, rows[{i}]", {"train": train_ds, "eval": eval_ds, "seeds": seeds}, defaults, list(rows))
         if row.id in rows:
             raise ValueError(f"{where}, rows[{i}]: duplicate row id {row.id!r}")
+        for dep in row.upstream:
+            missing = sorted(set(row.seeds) - set(rows[dep].seeds))
+            if missing:
+                raise ValueError(f"{where}, rows[{i}] ({row.id}): starts from row {dep}, which has no seed(s) {missing}")
         rows[row.id] = row
     references = []
     for i, entry in enumerate(data.get("references") or []):
