@@ -274,21 +274,26 @@ class FlowMatching(nn.Module):
         and with ``distill`` t = 0 (one-step distillation); ``batch`` then only sets the size.
         """
         (opt,) = optimizers
-        b, device = batch.shape[0], batch.device
         if self.config.couplings:
-            x0, x1 = self._coupling_batch(b, generator, device)
+            x0, x1 = self._coupling_batch(batch.shape[0], generator, batch.device)
         else:
             x1 = batch.to(torch.float32)
-            x0 = torch.randn(x1.shape, generator=generator).to(device)
-        if self.config.distill:
-            t = torch.zeros(b, device=device)
-        else:
-            t = (torch.rand(b, generator=generator) * self.config.t_max).to(device)
+            x0 = torch.randn(x1.shape, generator=generator).to(batch.device)
+        return {"loss": self.pair_step(opt, x0, x1, generator, distill=self.config.distill)}
+
+    def pair_step(self, opt: torch.optim.Optimizer, x0: Tensor, x1: Tensor, generator: torch.Generator, *,
+                  distill: bool = False) -> float:
+        """One optimiser step of L_CFM on the pairs (x0, x1) [B, *shape]; returns the loss.
+
+        t ~ U[0, t_max] from ``generator``, or t = 0 for one-step distillation (Liu et al. sec. 2.3).
+        """
+        b, device = x1.shape[0], x1.device
+        t = torch.zeros(b, device=device) if distill else (torch.rand(b, generator=generator) * self.config.t_max).to(device)
         loss = self.cfm_loss(x1, x0, t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return {"loss": float(loss.detach())}
+        return float(loss.detach())
 
     # ----- sampling ---------------------------------------------------------------------------
 
@@ -479,18 +484,9 @@ def train_reflow(model: FlowMatching, pairs: tuple[Tensor, Tensor], *, steps: in
     losses = []
     for _ in range(steps):
         idx = torch.randint(0, z0.shape[0], (batch_size,), generator=generator)
-        x0, x1 = z0[idx].to(device), z1[idx].to(device)
-        if distill:
-            t = torch.zeros(batch_size, device=device)
-        else:
-            t = (torch.rand(batch_size, generator=generator) * model.config.t_max).to(device)
-        loss = model.cfm_loss(x1, x0, t)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        losses.append(model.pair_step(opt, z0[idx].to(device), z1[idx].to(device), generator, distill=distill))
         if ema is not None:
             ema.update(model)
-        losses.append(float(loss.detach()))
     if ema is not None:
         model.load_state_dict(ema.shadow.state_dict())
     model.eval()
