@@ -14,7 +14,10 @@ Layers (each ``forward(h, reverse=False) -> (h', log|det J| [B])``):
   of every conditioner is zero-initialised, so each coupling starts as the identity (Glow, sec. 3.3).
 * :class:`ActNorm` — per-feature affine y = (x + b)⊙exp(log_s), data-dependently initialised on
   the first training batch to zero mean and unit variance (Glow, sec. 3.1, Table 1).
-* :class:`Squeeze` — (C, H, W) → (4C, H/2, W/2) by 2×2 space-to-depth (Dinh et al. 2017, sec. 3.6).
+* :class:`Squeeze` — (C, H, W) → (4C, H/2, W/2) by 2×2 space-to-depth (Dinh et al. 2017, sec. 3.6);
+  ``Squeeze(inverse=True)`` is depth-to-space.
+* :class:`FactorOut` — applies an inner flow to channels [k:] only; channels [:k] leave as final
+  latents (Dinh et al. 2017, sec. 3.6, eq. 13). log|det J| is the inner flow's.
 * :class:`LogitTransform` — images in (0, 1): y = logit(α + (1 − 2α)x), log|det J| =
   Σ [log(1 − 2α) − log p − log(1 − p)] with p = α + (1 − 2α)x (Dinh et al. 2017, sec. 4.1 use
   logit(α + (1 − α)x), α = 0.05; the symmetric form keeps the map's range inside (α, 1 − α)).
@@ -26,12 +29,17 @@ Architectures:
 * images, ``shape=(C, H, W)`` with H, W even, values in (0, 1): LogitTransform, Squeeze to
   (4C, H/2, W/2), then ``num_couplings`` × [ActNorm, channel-wise AffineCoupling] whose masks cycle
   through the sub-pixel patterns {(0,0),(0,1)}, {(1,0),(1,1)}, {(0,0),(1,1)}, {(0,1),(1,0)} of the
-  squeeze (the last two are RealNVP's checkerboard masks), with small conv conditioners
-  (:class:`ConvConditioner`). A single scale: no factoring-out of latents (a simplification of
-  RealNVP's multi-scale architecture, sec. 3.6). Training dequantizes uniformly
+  squeeze (the last two are RealNVP's checkerboard masks), with conv conditioners
+  (:class:`ConvConditioner`, ``conditioner_depth`` hidden 3×3 layers). With ``num_scales`` = 2
+  (H/2, W/2 even) this is RealNVP's multi-scale architecture (Dinh et al. 2017, sec. 3.6): after
+  the first scale half of the channels are factored out as final latents (:class:`FactorOut`), and
+  the other half is squeezed again to (8C, H/4, W/4) and passes ``num_couplings`` more blocks,
+  whose conditioners see a 4× wider neighbourhood per layer. The latent keeps the shape
+  (4C, H/2, W/2) either way, so the prior is one standard normal. Training dequantizes uniformly
   (Theis et al. 2016, sec. 3.1) with noise from the step's ``generator``; at evaluation the harness
   dequantizes (``metrics.likelihood.model_inputs``) and adds log2(256) = 8 bits/dim for the (0, 1)
-  value range (``metrics.bpd``).
+  value range (``metrics.bpd``). ``sample(..., temperature=T)`` draws z ~ N(0, T²I) (Kingma &
+  Dhariwal 2018, sec. 5); T = 1, the default, samples the model's own density.
 
 ``self.net`` is the whole invertible network (:class:`FlowNet`); ``log_prob`` is one forward
 call of it and ``sample`` one inverse call, so NFE = 1 per sample.
@@ -52,7 +60,7 @@ from harness.protocols import DataSpec
 from harness.rng import BatchRNG
 from metrics.bpd import LN2, dequantize
 
-__all__ = ["ActNorm", "AffineCoupling", "ConvConditioner", "FlowNet", "LogitTransform", "RealNVP", "RealNVPConfig",
+__all__ = ["ActNorm", "AffineCoupling", "ConvConditioner", "FactorOut", "FlowNet", "LogitTransform", "RealNVP", "RealNVPConfig",
            "Squeeze", "REGISTRY"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -76,7 +84,9 @@ class RealNVPConfig:
         shape: per-example data shape: ``(D,)`` for rows (D >= 2) or ``(C, H, W)`` for images (H, W even).
         num_couplings: number of [ActNorm, AffineCoupling] blocks.
         hidden: conditioner width (MLP hidden units, or conv channels for images).
-        depth: MLP hidden layers (rows); images use a fixed 3-layer conv conditioner.
+        depth: MLP hidden layers (rows).
+        conditioner_depth: hidden 3×3 conv layers of each image conditioner (1 is the original 3×3, 1×1, 3×3 net).
+        num_scales: 1 (single scale) or 2 (multi-scale with one factor-out; images with H/2, W/2 even).
         scale_clamp: c of the soft clamp s = c·tanh(s_raw / c) on each coupling's log-scale.
         actnorm: insert an ActNorm before every coupling.
         logit_alpha: α of the logit pre-processing (images only), in (0, 0.5).
@@ -90,6 +100,8 @@ class RealNVPConfig:
     num_couplings: int = 8
     hidden: int = 128
     depth: int = 2
+    conditioner_depth: int = 1
+    num_scales: int = 1
     scale_clamp: float = 3.0
     actnorm: bool = True
     logit_alpha: float = 0.05
@@ -110,7 +122,11 @@ class RealNVPConfig:
                 raise ValueError(f"shape={self.shape}: images need C >= 1 and even H, W >= 2 (for the 2x2 squeeze)")
         else:
             raise ValueError(f"shape={self.shape}: expected (D,) for rows or (C, H, W) for images")
-        for name in ("num_couplings", "hidden", "depth", "batch_size", "steps"):
+        if self.num_scales not in (1, 2):
+            raise ValueError(f"num_scales must be 1 or 2, got {self.num_scales}")
+        if self.num_scales == 2 and (len(self.shape) != 3 or self.shape[1] % 4 or self.shape[2] % 4):
+            raise ValueError(f"num_scales=2 needs images with H, W divisible by 4 (two 2x2 squeezes), got shape={self.shape}")
+        for name in ("num_couplings", "hidden", "depth", "conditioner_depth", "batch_size", "steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.scale_clamp > 0:
@@ -153,15 +169,19 @@ class ActNorm(nn.Module):
 
 
 class ConvConditioner(nn.Module):
-    """Small conv net [B, C, H, W] -> [B, 2C, H, W] (log-scale and shift): 3×3, 1×1, 3×3 (zero-init)."""
+    """Conv net [B, C, H, W] -> [B, 2C, H, W] (log-scale and shift).
 
-    def __init__(self, channels: int, hidden: int) -> None:
+    ``depth`` = 1: 3×3, 1×1, 3×3 (the last zero-initialised by :class:`AffineCoupling`); each extra
+    depth adds a 3×3 hidden layer before the 1×1, widening the receptive field by 2 pixels.
+    """
+
+    def __init__(self, channels: int, hidden: int, depth: int = 1) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 1), nn.ReLU(),
-            nn.Conv2d(hidden, 2 * channels, 3, padding=1),
-        )
+        layers: list[nn.Module] = [nn.Conv2d(channels, hidden, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 1):
+            layers += [nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU()]
+        layers += [nn.Conv2d(hidden, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, 2 * channels, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
@@ -195,11 +215,41 @@ class AffineCoupling(nn.Module):
 
 
 class Squeeze(nn.Module):
-    """Space-to-depth (C, H, W) -> (4C, H/2, W/2); channel c·4 + 2i + j holds sub-pixel (i, j). Volume-preserving."""
+    """Space-to-depth (C, H, W) -> (4C, H/2, W/2); channel c·4 + 2i + j holds sub-pixel (i, j). Volume-preserving.
+
+    ``inverse=True`` swaps the directions (depth-to-space forward), to return to a coarser layout.
+    """
+
+    def __init__(self, inverse: bool = False) -> None:
+        super().__init__()
+        self.inverse = inverse
 
     def forward(self, x: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
         zero = x.new_zeros(x.shape[0])
-        return (nn.functional.pixel_shuffle(x, 2) if reverse else nn.functional.pixel_unshuffle(x, 2)), zero
+        to_depth = reverse == self.inverse
+        return (nn.functional.pixel_unshuffle(x, 2) if to_depth else nn.functional.pixel_shuffle(x, 2)), zero
+
+
+class FactorOut(nn.Module):
+    """Channels [:keep_out] pass unchanged (final latents); ``inner`` transforms channels [keep_out:].
+
+    Dinh et al. 2017, sec. 3.6: z_i = h_i[:half] is factored out and only h_i[half:] goes through
+    the next scale. The Jacobian is block-diagonal (identity, inner), so log|det J| is the inner one.
+    """
+
+    def __init__(self, keep_out: int, inner: "FlowNet") -> None:
+        super().__init__()
+        self.keep_out = int(keep_out)
+        self.inner = inner
+
+    def forward(self, x: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
+        z, h = x[:, :self.keep_out], x[:, self.keep_out:]
+        h, logdet = self.inner(h, reverse=reverse)
+        return torch.cat([z, h], dim=1), logdet
+
+    @torch.no_grad()
+    def data_init(self, x: Tensor) -> None:
+        self.inner.data_init(x[:, self.keep_out:])
 
 
 class LogitTransform(nn.Module):
@@ -243,10 +293,24 @@ class FlowNet(nn.Module):
         for layer in self.layers:
             if isinstance(layer, ActNorm):
                 layer.initialize(x)
+            elif hasattr(layer, "data_init"):
+                layer.data_init(x)
             x, _ = layer(x)
 
 
 _CHANNEL_PATTERNS = ((1, 1, 0, 0), (0, 0, 1, 1), (1, 0, 0, 1), (0, 1, 1, 0))  # sub-pixels (i, j) at 2i + j
+
+
+def _image_blocks(cfg: RealNVPConfig, channels: int) -> list[nn.Module]:
+    """``num_couplings`` × [ActNorm, AffineCoupling] on a squeezed tensor of ``channels`` = 4·c' channels."""
+    blocks: list[nn.Module] = []
+    for k in range(cfg.num_couplings):
+        if cfg.actnorm:
+            blocks.append(ActNorm(channels))
+        pattern = torch.tensor(_CHANNEL_PATTERNS[k % 4], dtype=torch.float32).repeat(channels // 4)
+        blocks.append(AffineCoupling(pattern.view(channels, 1, 1),
+                                     ConvConditioner(channels, cfg.hidden, cfg.conditioner_depth), cfg.scale_clamp))
+    return blocks
 
 
 def build_flow_net(cfg: RealNVPConfig) -> FlowNet:
@@ -261,12 +325,10 @@ def build_flow_net(cfg: RealNVPConfig) -> FlowNet:
             layers.append(AffineCoupling(mask, MLP(d, 2 * d, hidden=cfg.hidden, depth=cfg.depth), cfg.scale_clamp))
     else:
         c = cfg.shape[0]
-        layers += [LogitTransform(cfg.logit_alpha), Squeeze()]
-        for k in range(cfg.num_couplings):
-            if cfg.actnorm:
-                layers.append(ActNorm(4 * c))
-            pattern = torch.tensor(_CHANNEL_PATTERNS[k % 4], dtype=torch.float32).repeat(c)
-            layers.append(AffineCoupling(pattern.view(4 * c, 1, 1), ConvConditioner(4 * c, cfg.hidden), cfg.scale_clamp))
+        layers += [LogitTransform(cfg.logit_alpha), Squeeze(), *_image_blocks(cfg, 4 * c)]
+        if cfg.num_scales == 2:
+            inner = [Squeeze(), *_image_blocks(cfg, 8 * c), Squeeze(inverse=True)]
+            layers.append(FactorOut(2 * c, FlowNet(inner)))
     return FlowNet(layers)
 
 
@@ -306,11 +368,17 @@ class RealNVP(nn.Module):
         return std_normal_log_prob(z) + logdet
 
     @torch.no_grad()
-    def sample(self, n: int, rng: BatchRNG) -> Tensor:
-        """[n, *shape] samples x = f⁻¹(z), z ~ N(0, I) drawn per example from ``rng``; one inverse call of ``self.net``."""
+    def sample(self, n: int, rng: BatchRNG, *, temperature: float = 1.0) -> Tensor:
+        """[n, *shape] samples x = f⁻¹(z), z ~ N(0, T²I) drawn per example from ``rng``; one inverse call of ``self.net``.
+
+        ``temperature`` T < 1 trades diversity for fidelity (Kingma & Dhariwal 2018, sec. 5); T = 1
+        samples the density that ``log_prob`` scores.
+        """
         if len(rng) != n:
             raise ValueError(f"sample(n={n}, rng) needs a BatchRNG over n examples, got one over {len(rng)}")
-        z = rng.normal(self.latent_shape).to(device=self.initialized.device, dtype=self.initialized.dtype)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        z = float(temperature) * rng.normal(self.latent_shape).to(device=self.initialized.device, dtype=self.initialized.dtype)
         x, _ = self.net(z, reverse=True)
         return x
 

@@ -31,9 +31,11 @@ def _data(shape, n: int, *, seed: int = 1, dtype=torch.float64) -> torch.Tensor:
     return torch.randn(n, *shape, generator=g, dtype=dtype)
 
 
-@pytest.mark.parametrize("shape", [(2,), (4,), (1, 4, 4), (1, 8, 8)])
-def test_invertible(shape):
-    model = _random_flow(shape, scale=0.1, dtype=torch.float32)  # |z| up to ~10: float32 round trip within 1e-5
+@pytest.mark.parametrize("shape,kw", [((2,), {}), ((4,), {}), ((1, 4, 4), {}), ((1, 8, 8), {}),
+                                      ((1, 8, 8), {"num_scales": 2, "conditioner_depth": 2}),
+                                      ((2, 4, 4), {"num_scales": 2})])
+def test_invertible(shape, kw):
+    model = _random_flow(shape, scale=0.1, dtype=torch.float32, **kw)  # |z| up to ~10: float32 round trip within 1e-5
     x = _data(shape, 16, dtype=torch.float32)
     z, logdet = model.net(x)
     x_back, logdet_inv = model.net(z, reverse=True)
@@ -42,10 +44,14 @@ def test_invertible(shape):
     assert torch.allclose(logdet + logdet_inv, torch.zeros(16), atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(2,), (4,), (1, 2, 2)])
-def test_logdet_matches_autograd_jacobian(shape):
-    """log|det ∂f/∂x| of the whole stack (ActNorm, couplings; logit + squeeze for images) vs autograd's full Jacobian."""
-    model = _random_flow(shape, scale=0.5)
+@pytest.mark.parametrize("shape,scale,kw", [((2,), 0.5, {}), ((4,), 0.5, {}), ((1, 2, 2), 0.5, {}),
+                                            ((1, 4, 4), 0.2, {"num_scales": 2})])
+def test_logdet_matches_autograd_jacobian(shape, scale, kw):
+    """log|det ∂f/∂x| of the whole stack (ActNorm, couplings; logit + squeeze for images; the factor-out
+    of the multi-scale net) vs autograd's full Jacobian. The two-scale stack is twice as deep, and
+    perturbations of 0.5 make it ill-conditioned (|z| ~ 1e7, round trip off by 0.1 in float64), so it
+    is perturbed by 0.2 (|z| < 30)."""
+    model = _random_flow(shape, scale=scale, **kw)
     x = _data(shape, 3)
     with torch.no_grad():
         _, logdet = model.net(x)
@@ -85,6 +91,33 @@ def test_sample_contract_nfe_and_batch_independence():
     assert float(s.min()) > -0.06 and float(s.max()) < 1.06  # inverse logit lands in (−α/(1−2α), (1−α)/(1−2α))
 
 
+def test_temperature_scales_the_latent():
+    """sample(temperature=T) inverts T·z for the same z: f(x_T) = T · f(x_1)."""
+    model = _random_flow((1, 8, 8), scale=0.1, dtype=torch.float64, num_scales=2)
+    rng = lambda: BatchRNG(7, range(4))  # noqa: E731
+    z1, _ = model.net(model.sample(4, rng()))
+    z_half, _ = model.net(model.sample(4, rng(), temperature=0.5))
+    assert torch.allclose(z_half, 0.5 * z1, atol=1e-8)
+    with pytest.raises(ValueError, match="temperature"):
+        model.sample(4, rng(), temperature=0.0)
+
+
+def test_multiscale_factors_out_half_the_channels():
+    """With num_scales=2 the first 2C latent channels depend only on the first scale's blocks: changing
+    a second-scale conditioner leaves them untouched and changes the rest."""
+    model = _random_flow((1, 8, 8), num_scales=2)
+    x = _data((1, 8, 8), 3)
+    with torch.no_grad():
+        z, _ = model.net(x)
+        factor = [m for m in model.net.layers if m.__class__.__name__ == "FactorOut"]
+        assert len(factor) == 1 and factor[0].keep_out == 2
+        for p in factor[0].inner.parameters():
+            p.add_(0.3)
+        z2, _ = model.net(x)
+    assert z.shape == (3, 4, 4, 4)
+    assert torch.equal(z[:, :2], z2[:, :2]) and not torch.allclose(z[:, 2:], z2[:, 2:])
+
+
 def test_config_validation_and_capabilities():
     from harness.protocols import capabilities
 
@@ -93,6 +126,8 @@ def test_config_validation_and_capabilities():
         RealNVP(num_layers=3)
     with pytest.raises(ValueError, match="even H, W"):
         RealNVP(shape=[1, 7, 7])
+    with pytest.raises(ValueError, match="num_scales=2 needs images"):
+        RealNVP(shape=[1, 6, 6], num_scales=2)
     with pytest.raises(ValueError, match="scale_clamp"):
         RealNVPConfig(scale_clamp=0.0)
     assert RealNVPConfig(shape=[1, 8, 8]).shape == (1, 8, 8)  # JSON lists from checkpoints
