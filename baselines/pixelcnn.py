@@ -15,6 +15,15 @@ only. The network is a 7×7 mask-A convolution, ``num_layers`` residual blocks
 ReLU → 1×1 → ReLU → 1×1 to K logits per pixel. (Like the original PixelCNN it has the
 "blind spot" that gated PixelCNN later removed; the model is still exactly causal.)
 
+``gated=True`` builds the gated PixelCNN instead (van den Oord et al. 2016b, "Conditional Image
+Generation with PixelCNN Decoders", sec. 2.1–2.2, Figure 2), which has no blind spot: a vertical
+stack of k×k convolutions masked to the rows above (the first layer strictly above, later layers
+also the current row of the stack's own features, which only depend on rows above), and a
+horizontal stack of 1×k convolutions masked to the left (mask A first, then B) that adds a 1×1
+projection of the vertical features at every layer; both stacks use the gated unit
+y = tanh(W_f ∗ x) ⊙ σ(W_g ∗ x) (eq. 2), and the horizontal stack is residual. The output head
+reads the horizontal stack.
+
 Input: the levels are fed as one channel scaled to [−1, 1], 2·x/(K − 1) − 1.
 
 * ``log_prob(x int64 [B, 1, H, W]) -> [B]`` nats: Σ_i log softmax(logits_i)[x_i], exact.
@@ -54,6 +63,7 @@ class PixelCNNConfig:
         channels: feature channels h of the residual stream (the blocks' inner width is h/2).
         num_layers: residual blocks after the mask-A input layer.
         first_kernel: kernel size of the mask-A layer (odd; 7 in the paper).
+        gated: the gated PixelCNN (vertical and horizontal stacks, no blind spot) instead of the original.
         lr: Adam learning rate. grad_clip: max gradient norm (0 disables).
         seed: seeds the parameter initialisation (a forked torch RNG; the global state is untouched).
         batch_size, steps: training defaults.
@@ -64,6 +74,7 @@ class PixelCNNConfig:
     channels: int = 64
     num_layers: int = 5
     first_kernel: int = 7
+    gated: bool = False
     lr: float = 1e-3
     grad_clip: float = 1.0
     batch_size: int = 64
@@ -90,25 +101,68 @@ class PixelCNNConfig:
 
 
 class MaskedConv2d(nn.Conv2d):
-    """A 'same'-padded k×k convolution whose kernel is masked to the raster-order past.
+    """A 'same'-padded kh×kw convolution whose kernel is masked to the raster-order past.
 
     Mask A (``mask_type="A"``) keeps the rows above the center and the positions left of it;
     mask B also keeps the center (van den Oord et al. 2016, sec. 3.5, Figure 2 right / Figure 4).
-    One image channel, so no masking between colour channels is needed.
+    With a 1×k kernel these are the horizontal-stack masks of the gated PixelCNN. ``"above"``
+    keeps the rows strictly above the center and ``"above_and_row"`` also the center row: the
+    vertical-stack masks (van den Oord et al. 2016b, sec. 2.2). One image channel, so no masking
+    between colour channels is needed.
     """
 
-    def __init__(self, mask_type: str, in_channels: int, out_channels: int, kernel_size: int) -> None:
-        if mask_type not in ("A", "B"):
-            raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
-        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
-        k = kernel_size
-        mask = torch.zeros(k, k)
-        mask[: k // 2] = 1
-        mask[k // 2, : k // 2 + (mask_type == "B")] = 1
-        self.register_buffer("mask", mask.view(1, 1, k, k))
+    def __init__(self, mask_type: str, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int]) -> None:
+        if mask_type not in ("A", "B", "above", "above_and_row"):
+            raise ValueError(f"mask_type must be 'A', 'B', 'above' or 'above_and_row', got {mask_type!r}")
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        super().__init__(in_channels, out_channels, (kh, kw), padding=(kh // 2, kw // 2))
+        mask = torch.zeros(kh, kw)
+        mask[: kh // 2] = 1
+        if mask_type == "above_and_row":
+            mask[kh // 2] = 1
+        elif mask_type in ("A", "B"):
+            mask[kh // 2, : kw // 2 + (mask_type == "B")] = 1
+        self.register_buffer("mask", mask.view(1, 1, kh, kw))
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+
+def _gate(x: Tensor) -> Tensor:
+    """tanh(a) ⊙ σ(b) for x = [a, b] stacked on dim 1 (van den Oord et al. 2016b, eq. 2)."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class _GatedLayer(nn.Module):
+    """One layer of both stacks (van den Oord et al. 2016b, Figure 2); ``first`` takes the image for both."""
+
+    def __init__(self, c_in: int, channels: int, kernel: int, first: bool) -> None:
+        super().__init__()
+        self.first = first
+        self.vertical = MaskedConv2d("above" if first else "above_and_row", c_in, 2 * channels, kernel)
+        self.horizontal = MaskedConv2d("A" if first else "B", c_in, 2 * channels, (1, kernel))
+        self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.h_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, v: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        v_pre = self.vertical(v)  # position (i, j) depends on image rows < i only
+        h_new = self.h_out(_gate(self.horizontal(h) + self.v_to_h(v_pre)))
+        return _gate(v_pre), (h_new if self.first else h + h_new)
+
+
+class _GatedStack(nn.Module):
+    def __init__(self, cfg: "PixelCNNConfig") -> None:
+        super().__init__()
+        h = cfg.channels
+        self.layers = nn.ModuleList([_GatedLayer(1, h, cfg.first_kernel, True)]
+                                    + [_GatedLayer(h, h, 3, False) for _ in range(cfg.num_layers)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        v = h = x
+        for layer in self.layers:
+            v, h = layer(v, h)
+        return h
 
 
 class _ResidualBlock(nn.Module):
@@ -126,15 +180,18 @@ class _ResidualBlock(nn.Module):
 
 
 class PixelCNNNet(nn.Module):
-    """Masked conv network: levels-as-floats [B, 1, H, W] -> logits [B, K, H, W]; output i sees inputs j < i."""
+    """Masked conv network: levels-as-floats [B, 1, H, W] -> logits [B, K, H, W]; output i sees inputs j < i.
+
+    The original residual stack, or with ``cfg.gated`` the gated vertical/horizontal stacks.
+    """
 
     def __init__(self, cfg: PixelCNNConfig) -> None:
         super().__init__()
         h = cfg.channels
+        stack = ([_GatedStack(cfg)] if cfg.gated else
+                 [MaskedConv2d("A", 1, h, cfg.first_kernel), *[_ResidualBlock(h) for _ in range(cfg.num_layers)]])
         self.body = nn.Sequential(
-            MaskedConv2d("A", 1, h, cfg.first_kernel),
-            *[_ResidualBlock(h) for _ in range(cfg.num_layers)],
-            nn.ReLU(), nn.Conv2d(h, h, 1), nn.ReLU(), nn.Conv2d(h, cfg.num_categories, 1),
+            *stack, nn.ReLU(), nn.Conv2d(h, h, 1), nn.ReLU(), nn.Conv2d(h, cfg.num_categories, 1),
         )
 
     def forward(self, x: Tensor) -> Tensor:

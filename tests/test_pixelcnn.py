@@ -28,12 +28,20 @@ def test_masks():
     b = MaskedConv2d("B", 1, 1, 3).mask.view(3, 3)
     assert a.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
     assert b.tolist() == [[1, 1, 1], [1, 1, 0], [0, 0, 0]]
+    assert MaskedConv2d("above", 1, 1, 3).mask.view(3, 3).tolist() == [[1, 1, 1], [0, 0, 0], [0, 0, 0]]
+    assert MaskedConv2d("above_and_row", 1, 1, 3).mask.view(3, 3).tolist() == [[1, 1, 1], [1, 1, 1], [0, 0, 0]]
+    assert MaskedConv2d("A", 1, 1, (1, 5)).mask.view(5).tolist() == [1, 1, 0, 0, 0]
+    assert MaskedConv2d("B", 1, 1, (1, 5)).mask.view(5).tolist() == [1, 1, 1, 0, 0]
 
 
-@pytest.mark.parametrize("levels", [2, 256])
-def test_output_pixel_depends_only_on_earlier_pixels(levels):
-    """∂ logits_i / ∂ input_j == 0 exactly for every j >= i in raster order (autograd, full Jacobian)."""
-    model = _small(levels)
+@pytest.mark.parametrize("levels,gated", [(2, False), (256, False), (2, True), (256, True)])
+def test_output_pixel_depends_only_on_earlier_pixels(levels, gated):
+    """∂ logits_i / ∂ input_j == 0 exactly for every j >= i in raster order (autograd, full Jacobian).
+
+    The gated net also has no blind spot: pixel (3, 1) sees (2, 4), up and to the right, which
+    the original's stack of mask-B 3×3 layers cannot reach (van den Oord et al. 2016b, Figure 1).
+    """
+    model = _small(levels, gated=gated)
     h, w = 6, 6
     x = torch.randn(1, 1, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     jac = torch.autograd.functional.jacobian(lambda v: model.net(v.view(1, 1, h, w)).sum(1).flatten(), x.flatten())
@@ -46,6 +54,7 @@ def test_output_pixel_depends_only_on_earlier_pixels(levels):
             assert jac[i, i - 1] != 0
         if i >= w:
             assert jac[i, i - w] != 0
+    assert (jac[3 * w + 1, 2 * w + 4] != 0) == gated
     # hence the sampler may feed rows 0..i only when it draws a pixel of row i
     with torch.no_grad():
         full = model.net(x)
@@ -70,11 +79,12 @@ def test_log_prob_matches_slow_per_pixel_reference(levels):
     assert torch.allclose(fast, slow, atol=1e-10, rtol=0)
 
 
-def test_pmf_sums_to_one_and_sampler_matches_it():
+@pytest.mark.parametrize("gated", [False, True])
+def test_pmf_sums_to_one_and_sampler_matches_it(gated):
     """On 2×2 binary images: Σ_x p(x) = 1 over all 16 images, and 2000 samples follow p (χ² test)."""
     from scipy.stats import chisquare
 
-    model = _small(2, shape=(1, 2, 2), first_kernel=3)
+    model = _small(2, shape=(1, 2, 2), first_kernel=3, gated=gated)
     with torch.no_grad():
         for p in model.parameters():  # a non-uniform pmf
             p.mul_(3.0)
