@@ -310,7 +310,8 @@ def _registry() -> tuple[Any, ...]:
 
     return (
         ModelEntry("pixelcnn-binary", "autoregressive", "baselines.pixelcnn:pixelcnn_binary",
-                   "PixelCNN (mask A/B residual masked convs) over binarized pixels: exact log p(x); NFE = H*W",
+                   "PixelCNN (mask A/B residual masked convs; gated=true: gated stacks, no blind spot) over "
+                   "binarized pixels: exact log p(x); NFE = H*W",
                    tiny_config=dict(_TINY)),
         ModelEntry("pixelcnn-256", "autoregressive", "baselines.pixelcnn:pixelcnn_256",
                    "PixelCNN with a 256-way softmax per pixel: exact log p(x); NFE = H*W",

@@ -34,7 +34,7 @@ Architectures:
   (H/2, W/2 even) this is RealNVP's multi-scale architecture (Dinh et al. 2017, sec. 3.6): after
   the first scale half of the channels are factored out as final latents (:class:`FactorOut`), and
   the other half is squeezed again to (8C, H/4, W/4) and passes ``num_couplings`` more blocks,
-  whose conditioners see a 4× wider neighbourhood per layer. The latent keeps the shape
+  whose conditioners see a neighbourhood twice as wide per layer. The latent keeps the shape
   (4C, H/2, W/2) either way, so the prior is one standard normal. Training dequantizes uniformly
   (Theis et al. 2016, sec. 3.1) with noise from the step's ``generator``; at evaluation the harness
   dequantizes (``metrics.likelihood.model_inputs``) and adds log2(256) = 8 bits/dim for the (0, 1)
@@ -60,8 +60,8 @@ from harness.protocols import DataSpec
 from harness.rng import BatchRNG
 from metrics.bpd import LN2, dequantize
 
-__all__ = ["ActNorm", "AffineCoupling", "ConvConditioner", "FactorOut", "FlowNet", "LogitTransform", "RealNVP", "RealNVPConfig",
-           "Squeeze", "REGISTRY"]
+__all__ = ["ActNorm", "AffineCoupling", "ConvConditioner", "FactorOut", "FlowNet", "LogitTransform", "RealNVP",
+           "RealNVPConfig", "Squeeze", "REGISTRY"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -125,7 +125,8 @@ class RealNVPConfig:
         if self.num_scales not in (1, 2):
             raise ValueError(f"num_scales must be 1 or 2, got {self.num_scales}")
         if self.num_scales == 2 and (len(self.shape) != 3 or self.shape[1] % 4 or self.shape[2] % 4):
-            raise ValueError(f"num_scales=2 needs images with H, W divisible by 4 (two 2x2 squeezes), got shape={self.shape}")
+            raise ValueError(f"num_scales=2 needs images with H, W divisible by 4 (two 2x2 squeezes), "
+                             f"got shape={self.shape}")
         for name in ("num_couplings", "hidden", "depth", "conditioner_depth", "batch_size", "steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -425,7 +426,8 @@ def _registry() -> tuple[Any, ...]:
     return (
         ModelEntry("realnvp", "flow", "baselines.realnvp:RealNVP",
                    "RealNVP/Glow affine coupling flow (ActNorm, soft-clamped scales): exact log p(x); "
-                   "rows (MLP couplings) or images with shape=[C,H,W] (logit, squeeze, conv couplings); NFE 1",
+                   "rows (MLP couplings) or images with shape=[C,H,W] (logit, squeeze, conv couplings; "
+                   "num_scales=2: multi-scale with factor-out); NFE 1",
                    tiny_config={"num_couplings": 2, "hidden": 16, "depth": 1, "steps": 20, "batch_size": 64}),
     )
 
