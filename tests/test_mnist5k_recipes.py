@@ -1,6 +1,6 @@
 """Slow: every family's mnist5k recipe (the rows of the ``family-tradeoff`` suite) trains to recognisable digits.
 
-Run with ``pytest -m slow tests/test_mnist5k_recipes.py`` (about 50 minutes on 2 CPU cores, the sum
+Run with ``pytest -m slow tests/test_mnist5k_recipes.py`` (27 minutes on 2 idle CPU cores, the sum
 of the suite's rows). Each row is trained and evaluated exactly as ``genbench leaderboard --suite
 family-tradeoff --rows ROW`` does, in a temporary work folder, and the record must show:
 
