@@ -193,7 +193,8 @@ def train(
         weights = (ema.shadow if ema is not None else model).state_dict()
         meta = {"family": family, "dataset": cfg.dataset, "dataset_content_hash": data.content_hash,
                 "step": step, "seed": cfg.seed, "batch_size": batch_size, "ema_decay": decay,
-                "last_losses": history[-1] if history else {}, "wall_time_s": round(time.perf_counter() - start_time, 3)}
+                "last_losses": history[-1] if history else {}, "wall_time_s": round(time.perf_counter() - start_time, 3),
+                "device": str(cfg.device), "torch_threads": torch.get_num_threads()}
         training_state = {"model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
                           "generator": generator.get_state(), "step": step}
         if batches.state() is not None:
@@ -222,4 +223,4 @@ def train(
     bar.close()
     sha = checkpoint(out)
     return {"checkpoint": str(out), "sha256": sha, "steps": step, "last_losses": history[-1] if history else {},
-            "wall_time_s": time.perf_counter() - start_time}
+            "wall_time_s": time.perf_counter() - start_time, "torch_threads": torch.get_num_threads()}

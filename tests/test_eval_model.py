@@ -59,6 +59,7 @@ def test_checkpoint_round_trip_records_its_hash(tmp_path):
                          "--metrics", "bpd", "--num-samples", "100")
     assert code == 0
     assert record["model"]["checkpoint_sha256"] == sha
+    assert record["run"]["host"]["torch_threads"] == torch.get_num_threads()
     from harness.datasets import load_dataset
 
     x = torch.from_numpy(load_dataset("gaussian-3-test", num_samples=100, seed=1).x).to(torch.float64)

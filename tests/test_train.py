@@ -43,6 +43,8 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     _assert_same(a.state_dict, b.state_dict)
     assert not torch.equal(a.state_dict["net.body.0.weight"], c.state_dict["net.body.0.weight"])
     assert a.meta["step"] == 12 and a.model_name == "vae-2d" and a.meta["family"] == "vae"
+    # the thread count changes float reductions, hence the weights: it is part of the provenance
+    assert a.meta["torch_threads"] == torch.get_num_threads() and a.meta["device"] == "cpu"
 
 
 @pytest.mark.parametrize("ema", [None, 0.9])

@@ -99,7 +99,8 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
     result = train(cfg, build=build, model_config=config, progress=progress)
     summary = {"train_key": key, "steps": result["steps"], "wall_time_s": round(result["wall_time_s"], 2),
                "last_losses": result["last_losses"], "checkpoint_sha256": result["sha256"], "init": row.init,
-               "reflow": row.reflow, "options": row.train, "dataset": row.train_dataset, "model_args": row.model_args}
+               "reflow": row.reflow, "options": row.train, "dataset": row.train_dataset, "model_args": row.model_args,
+               "device": device, "torch_threads": result["torch_threads"]}
     write_json(summary_path, summary)
     return summary
 
