@@ -373,7 +373,7 @@ class RealNVP(nn.Module):
         """[n, *shape] samples x = f⁻¹(z), z ~ N(0, T²I) drawn per example from ``rng``; one inverse call of ``self.net``.
 
         ``temperature`` T < 1 trades diversity for fidelity (Kingma & Dhariwal 2018, sec. 5); T = 1
-        samples the density that ``log_prob`` scores.
+        samples the density that ``log_prob`` scores. Image samples are clamped to the data range [0, 1].
         """
         if len(rng) != n:
             raise ValueError(f"sample(n={n}, rng) needs a BatchRNG over n examples, got one over {len(rng)}")
@@ -381,7 +381,8 @@ class RealNVP(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         z = float(temperature) * rng.normal(self.latent_shape).to(device=self.initialized.device, dtype=self.initialized.dtype)
         x, _ = self.net(z, reverse=True)
-        return x
+        # images: the inverse logit reaches (−α/(1−2α), (1−α)/(1−2α)) ⊃ [0, 1]; the data live in [0, 1]
+        return x.clamp(0.0, 1.0) if self.is_image else x
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [torch.optim.Adam(self.parameters(), lr=self.config.lr)]

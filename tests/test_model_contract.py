@@ -30,6 +30,12 @@ from harness.protocols import LogLikelihood, LowerBound, Sampler
 from harness.rng import BatchRNG
 
 CASES = sorted(name for name in models.MODELS.names() if models.MODELS.get(name).tiny_config is not None)
+# Architecture options that build a different network from the same registered name: the contract holds for them too.
+VARIANTS = {
+    "realnvp[2-scale]": ("realnvp", {"shape": [1, 28, 28], "num_scales": 2, "num_couplings": 1, "hidden": 8,
+                                     "conditioner_depth": 2, "batch_size": 16}),
+    "pixelcnn-binary[gated]": ("pixelcnn-binary", {"gated": True}),
+}
 DATASETS = {(2,): "moons", (1, 28, 28): "mnist5k", (1, 8, 8): "digits"}
 NUM_TRAIN = 512  # rows drawn for toy sets (image sets are fixed files)
 
@@ -59,22 +65,23 @@ def test_there_are_cases():
     assert CASES, "no registered model has a tiny_config"
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_model_contract(name, tmp_path):
+@pytest.mark.parametrize("case", CASES + sorted(VARIANTS))
+def test_model_contract(case, tmp_path):
     from harness.datasets import load_dataset
     from harness.runner import ModelEvalConfig, evaluate_model, load_model
     from harness.train import TrainConfig, train
     from metrics.likelihood import model_inputs
 
-    entry = models.MODELS.get(name)
-    spec = models.build_registered(name, entry.tiny_config).data_spec
+    name, extra = VARIANTS.get(case, (case, {}))
+    tiny_config = {**models.MODELS.get(name).tiny_config, **extra}
+    spec = models.build_registered(name, tiny_config).data_spec
     base = DATASETS.get(tuple(spec.shape))
     if base is None:
         pytest.skip(f"no contract data set for shape {spec.shape}; known: {sorted(DATASETS)}")
 
     out = tmp_path / f"{name}.pt"
     summary = train(TrainConfig(model=name, dataset=f"{base}-train", out=str(out), steps=3, seed=0,
-                                num_train=NUM_TRAIN), model_config=dict(entry.tiny_config), progress=False)
+                                num_train=NUM_TRAIN), model_config=dict(tiny_config), progress=False)
     assert summary["steps"] == 3 and out.exists()
 
     loaded = load_model(ModelEvalConfig(dataset=f"{base}-test", checkpoint=str(out)))
