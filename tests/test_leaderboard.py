@@ -217,9 +217,9 @@ def test_single_seed_rows_on_the_same_examples_are_paired_by_block_means():
     blocks_b = [10.0 + (5.0 if j % 2 else -5.0) + 0.1 * j for j in range(20)]
     blocks_a = [x - 0.5 + 0.1 * ((7 * j) % 3 - 1) for j, x in enumerate(blocks_b)]
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    a = estimate([mean(blocks_a)], [2.0], blocks=blocks_a, pair_key="same rows")
-    b = estimate([mean(blocks_b)], [2.0], blocks=blocks_b, pair_key="same rows")
+    a = estimate([mean(blocks_a)], [2.0], examples=400, blocks=blocks_a, pair_key="same rows")
+    b = estimate([mean(blocks_b)], [2.0], examples=400, blocks=blocks_b, pair_key="same rows")
     paired = evaluate_claim(_claim("less"), {"a": a, "b": b})
     assert paired.verdict == SUPPORTED and "paired" in paired.evidence[0]
-    other_rows = estimate([mean(blocks_a)], [2.0], blocks=blocks_a, pair_key="other rows")
+    other_rows = estimate([mean(blocks_a)], [2.0], examples=400, blocks=blocks_a, pair_key="other rows")
     assert evaluate_claim(_claim("less"), {"a": other_rows, "b": b}).verdict == INCONCLUSIVE

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 from scipy import stats
 
+from harness.drift import paired_block_stderr
+
 __all__ = ["SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "Claim", "Estimate", "Verdict", "estimate", "evaluate_claim"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
@@ -55,6 +57,7 @@ class Estimate:
     df: float
     n: int
     blocks: tuple[float, ...] | None = None  # one seed: block means over its evaluation examples
+    examples: int | None = None  # how many examples the blocks split
     pair_key: str | None = None  # which examples (data hash + rows): equal keys are paired example by example
 
     def half_width(self, confidence: float = 0.95) -> float:
@@ -63,7 +66,8 @@ class Estimate:
 
 
 def estimate(values: Sequence[float], stderrs: Sequence[float | None] = (), *,
-             blocks: Sequence[float] | None = None, pair_key: str | None = None) -> Estimate:
+             blocks: Sequence[float] | None = None, examples: int | None = None,
+             pair_key: str | None = None) -> Estimate:
     """Aggregate one column over seeds.
 
     With two or more seeds the spread across seeds is the evidence: se = sd/√n (ddof 1), df = n − 1.
@@ -80,7 +84,7 @@ def estimate(values: Sequence[float], stderrs: Sequence[float | None] = (), *,
         return Estimate(mean=mean, se=math.sqrt(var / n), df=float(n - 1), n=n)
     se = stderrs[0] if stderrs and stderrs[0] is not None else 0.0
     return Estimate(mean=mean, se=float(se), df=math.inf, n=1,
-                    blocks=tuple(float(b) for b in blocks) if blocks else None, pair_key=pair_key)
+                    blocks=tuple(float(b) for b in blocks) if blocks else None, examples=examples, pair_key=pair_key)
 
 
 def _paired_blocks(a: Estimate, b: Estimate) -> tuple[float, float] | None:
@@ -89,16 +93,14 @@ def _paired_blocks(a: Estimate, b: Estimate) -> tuple[float, float] | None:
     Two rows evaluated on the same test examples share each example's difficulty, so their
     difference is far less noisy than two independent standard errors say. With K block means per
     row (``metrics.bpd.block_means``: contiguous, near-equal blocks fixed by the example count),
-    the block differences D_j give se = sd(D)/√K with K − 1 degrees of freedom (batch means).
+    the block differences give the batch-means error with K − 1 degrees of freedom, computed by
+    the drift check's :func:`harness.drift.paired_block_stderr`.
     """
     if a.n != 1 or b.n != 1 or not a.blocks or not b.blocks or a.pair_key is None or a.pair_key != b.pair_key:
         return None
-    if len(a.blocks) != len(b.blocks) or len(a.blocks) < 3:
+    if len(a.blocks) != len(b.blocks) or len(a.blocks) < 3 or a.examples is None or a.examples != b.examples:
         return None
-    d = [x - y for x, y in zip(a.blocks, b.blocks)]
-    k = len(d)
-    m = math.fsum(d) / k
-    return math.sqrt(math.fsum((x - m) ** 2 for x in d) / (k - 1) / k), float(k - 1)
+    return paired_block_stderr(list(b.blocks), list(a.blocks), a.examples)
 
 
 @dataclass(frozen=True)

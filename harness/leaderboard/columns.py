@@ -68,16 +68,17 @@ COLUMNS: dict[str, Column] = {c.key: c for c in (
 _NLL_OF = {"bpd_nll_nats": "bpd", "elbo_nll_nats": "elbo_bpd", "iwae_nll_nats": "iwae_bpd"}
 
 
-def column_blocks(record: dict[str, Any], key: str) -> tuple[list[float], str] | None:
-    """(block means over the evaluation examples, which examples) of a likelihood-type column, or None."""
+def column_blocks(record: dict[str, Any], key: str) -> tuple[list[float], int, str] | None:
+    """(block means over the evaluation examples, how many examples, which examples) of a
+    likelihood-type column, or None."""
     base = _NLL_OF.get(key, key)
     entry = record.get("metrics", {}).get(base)
-    if not isinstance(entry, dict) or not entry.get("block_means"):
+    if not isinstance(entry, dict) or not entry.get("block_means") or not isinstance(entry.get("n"), int):
         return None
-    scale = _dims(record) * math.log(2.0) if key in _NLL_OF else 1.0
+    scale = _nats_per_bpd(record) if key in _NLL_OF else 1.0
     data = record.get("data", {}).get("dataset", {})
-    which = f"{data.get('content_hash')}:{sorted(data.get('selection', {}).items())}:{entry.get('n')}"
-    return [b * scale for b in entry["block_means"]], which
+    which = f"{data.get('content_hash')}:{sorted(data.get('selection', {}).items())}:{entry['n']}"
+    return [b * scale for b in entry["block_means"]], entry["n"], which
 
 
 def _metric(record: dict[str, Any], key: str) -> tuple[float, float | None] | None:
@@ -90,9 +91,9 @@ def _metric(record: dict[str, Any], key: str) -> tuple[float, float | None] | No
     return float(entry["value"]), (None if se is None else float(se))
 
 
-def _dims(record: dict[str, Any]) -> int:
-    shape = record["data"]["dataset"]["shape"][1:]
-    return int(math.prod(shape))
+def _nats_per_bpd(record: dict[str, Any]) -> float:
+    """Nats per example in one bit per dim: D · ln 2, D the record's per-example dimension."""
+    return math.prod(record["data"]["dataset"]["shape"][1:]) * math.log(2.0)
 
 
 def column_value(record: dict[str, Any], key: str) -> tuple[float, float | None] | None:
@@ -110,7 +111,7 @@ def column_value(record: dict[str, Any], key: str) -> tuple[float, float | None]
         base = _metric(record, _NLL_OF[key])
         if base is None:
             return None
-        scale = _dims(record) * math.log(2.0)
+        scale = _nats_per_bpd(record)
         return base[0] * scale, None if base[1] is None else base[1] * scale
     if key in ("kl_nats", "kl_per_dim", "recon_nats"):
         entry = record.get("metrics", {}).get("kl_active_dims")

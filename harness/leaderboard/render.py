@@ -63,8 +63,9 @@ def collect(suite: LeaderboardSuite, results_dir: Path) -> SuiteResults:
             vals = [column_value(r, col) for r in recs]
             if vals and all(v is not None for v in vals):
                 blocks = column_blocks(recs[0], col) if len(recs) == 1 else None
+                blocks_, examples, which = blocks if blocks else (None, None, None)
                 per[col] = estimate([v[0] for v in vals], [v[1] for v in vals],  # type: ignore[index]
-                                    blocks=blocks[0] if blocks else None, pair_key=blocks[1] if blocks else None)
+                                    blocks=blocks_, examples=examples, pair_key=which)
         estimates[row_id] = per
     verdicts = []
     for claim in suite.claims:
