@@ -18,7 +18,6 @@ atomically.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from harness.atomic import atomic_open, write_json
-from harness.leaderboard.suite import LeaderboardSuite, Row
+from harness.leaderboard.suite import LeaderboardSuite, Row, content_key
 
 __all__ = ["record_path", "run_suite", "train_keys"]
 
@@ -53,8 +52,7 @@ def train_keys(suite: LeaderboardSuite, seed: int) -> dict[str, str]:
 
 
 def _eval_key(row: Row, train_key: str, seed: int) -> str:
-    spec = {"train_key": train_key, "eval": row.eval, "dataset": row.eval_dataset, "seed": seed}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    return content_key({"train_key": train_key, "eval": row.eval, "dataset": row.eval_dataset, "seed": seed})
 
 
 def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str], work: Path, device: str,

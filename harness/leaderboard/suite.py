@@ -72,6 +72,11 @@ _EVAL_FIXED = {"dataset", "checkpoint", "entry", "model", "model_args", "seed", 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
 
+def content_key(spec: dict[str, Any]) -> str:
+    """16 hex digits of the sha256 of ``spec`` as sorted-key JSON: the leaderboard's train and eval keys."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Row:
     """One row of our results: a model trained with ``train`` options and evaluated with ``eval`` options."""
@@ -100,10 +105,9 @@ class Row:
 
         ``upstream`` maps the ids of rows this one depends on (``init``, ``reflow.from``) to their keys.
         """
-        spec = {"model": self.model, "model_args": self.model_args, "dataset": self.train_dataset, "train": self.train,
-                "seed": seed, "init": upstream.get(self.init) if self.init else None,
-                "reflow": {**self.reflow, "from": upstream[self.reflow["from"]]} if self.reflow else None}
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        return content_key({"model": self.model, "model_args": self.model_args, "dataset": self.train_dataset,
+                            "train": self.train, "seed": seed, "init": upstream.get(self.init) if self.init else None,
+                            "reflow": {**self.reflow, "from": upstream[self.reflow["from"]]} if self.reflow else None})
 
 
 @dataclass(frozen=True)
