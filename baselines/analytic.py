@@ -19,8 +19,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from harness.protocols import DataSpec
-from harness.rng import BatchRNG
+from harness.core.densities import gaussian_density
+from harness.core.protocols import DataSpec
+from harness.core.rng import BatchRNG
 
 __all__ = ["AffineFlow", "GaussianVPFlow", "LinearGaussianVAE", "UniformCategorical"]
 
@@ -66,7 +67,7 @@ class AffineFlow(nn.Module):
 class LinearGaussianVAE(nn.Module):
     """p(z) = N(0, I_Z), p(x|z) = N(Wz + b, σ² I_D), q(z|x) = N(Ax + c, diag(exp(logvar))).
 
-    The decoder ``net`` (x̂ = Wz + b) is the network that ``harness.nfe`` counts; ``encoder``
+    The decoder ``net`` (x̂ = Wz + b) is the network that ``harness.core.nfe`` counts; ``encoder``
     holds A, c; ``enc_logvar`` [Z] is input-independent. The marginal is Gaussian,
     log p(x) = log N(x; b, WWᵀ + σ²I) (Tipping & Bishop 1999), so every bound can be
     checked against the exact value. q is a free parameter: it equals the true posterior only after
@@ -113,7 +114,7 @@ class LinearGaussianVAE(nn.Module):
 
     @property
     def _decoder(self) -> nn.Linear:
-        """The decoder's Linear (W, b), also while ``harness.nfe.counting`` wraps ``net``."""
+        """The decoder's Linear (W, b), also while ``harness.core.nfe.counting`` wraps ``net``."""
         return getattr(self.net, "module", self.net)
 
     @property
@@ -223,8 +224,6 @@ class GaussianVPFlow(nn.Module):
 
     def __init__(self, dim: int, *, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
         super().__init__()
-        from harness.datasets import gaussian_density
-
         density = gaussian_density(dim)
         lam, q = torch.linalg.eigh(torch.tensor(density.cov, dtype=torch.float64))
         self.register_buffer("mu", torch.tensor(density.mean, dtype=torch.float64))

@@ -21,7 +21,7 @@ q(x_t | x_0) = N(√ᾱ_t x_0, (1 - ᾱ_t) I) with α_t = 1 - β_t, ᾱ_t = Π_{
   ``VPSDE(beta_min, beta_max, N)`` mapping), and the score −ε_θ(x, s)/σ(s).
 
 Randomness: training draws come from the harness's ``generator``; sampling draws come from the
-per-example :class:`harness.rng.BatchRNG`, so sample i does not depend on the batch it is in.
+per-example :class:`harness.core.rng.BatchRNG`, so sample i does not depend on the batch it is in.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import torch
 from torch import Tensor, nn
 
 from baselines.nets import MLP, SmallUNet
-from harness.models import ModelEntry
-from harness.protocols import DataSpec
-from harness.rng import BatchRNG
+from harness.core.entries import ModelEntry
+from harness.core.protocols import DataSpec
+from harness.core.rng import BatchRNG
 
 __all__ = ["DDPM", "DDPMConfig", "REGISTRY", "StepNoise", "ddim_step", "linear_betas"]
 

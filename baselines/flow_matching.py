@@ -25,7 +25,7 @@ Sampling: integrate dx/dt = v_θ(x, t) from x(0) ~ N(0, I) to t_max with fixed-s
 explicit midpoint (NFE = 2N), Heun's 2nd-order method (NFE = 2N), or adaptive Dormand–Prince 5(4)
 through torchode (``"dopri5"``; per-example step sizes, NFE = forward calls of the network on the
 batch, = 2 + 6 · attempted steps of the slowest example). Every network evaluation goes through
-``self.net``, so ``harness.nfe.counting`` counts it. The initial noise of example i comes from
+``self.net``, so ``harness.core.nfe.counting`` counts it. The initial noise of example i comes from
 ``rng.normal`` (per-example seeded); sampling is deterministic after that.
 
 Probability flow: the learned ODE itself, ``t_span = (t_max, 0)`` (data at t_max, prior N(0, I) at 0),
@@ -62,9 +62,9 @@ import torch
 from torch import Tensor, nn
 
 from baselines.nets import MLP, SmallUNet
-from harness.models import ModelEntry
-from harness.protocols import DataSpec
-from harness.rng import BatchRNG
+from harness.core.entries import ModelEntry
+from harness.core.protocols import DataSpec
+from harness.core.rng import BatchRNG
 
 __all__ = ["FlowMatching", "FlowMatchingConfig", "REGISTRY", "RectifiedFlow", "copy_model", "fm_vp", "load_couplings",
            "reflow_couplings", "save_couplings", "train_reflow"]
@@ -100,7 +100,7 @@ class FlowMatchingConfig:
         couplings: .npz with float32 ``z0``, ``z1`` [N, *shape] (:func:`save_couplings`): train on
             these pairs (reflow) instead of (noise, data batch). Rectified flow only.
         init_checkpoint: a genbench checkpoint of the same model whose weights start the training
-            (reflow fine-tunes the k-RF); loaded in ``configure_optimizers``, so evaluation never
+            (reflow fine-tunes the k-RF); loaded by the training loop (``harness.train``), so evaluation never
             needs the file. Rectified flow only.
         distill: with ``couplings``, train the one-step map z1 ≈ z0 + v(z0, 0) (t = 0 only; Liu et
             al. sec. 2.3). Rectified flow only.
@@ -188,6 +188,7 @@ class FlowMatching(nn.Module):
         if not self._rectified and (config.couplings or config.init_checkpoint or config.distill):
             raise ValueError("couplings / init_checkpoint / distill belong to rectified flow; use the 'rectified-flow' model")
         self.config = config
+        self.init_checkpoint = config.init_checkpoint  # loaded by the training loop (harness.train)
         shape = config.shape
         with torch.random.fork_rng(devices=[]):  # seeded init; the caller's global RNG state is restored
             torch.manual_seed(config.seed)
@@ -252,11 +253,6 @@ class FlowMatching(nn.Module):
     # ----- training -------------------------------------------------------------------------
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        if self.config.init_checkpoint:
-            from harness.checkpoint import load_checkpoint
-
-            ckpt = load_checkpoint(self.config.init_checkpoint)
-            self.load_state_dict(ckpt.state_dict, strict=True)
         return [torch.optim.Adam(self.parameters(), lr=self.config.lr)]
 
     def _coupling_batch(self, batch_size: int, generator: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -469,7 +465,7 @@ def train_reflow(model: FlowMatching, pairs: tuple[Tensor, Tensor], *, steps: in
     Returns:
         {"steps", "last_loss", "mean_loss_last_100"}.
     """
-    from harness.train import EMA
+    from harness.core.ema import EMA
 
     z0, z1 = pairs
     if z0.shape != z1.shape or tuple(z0.shape[1:]) != model.config.shape:

@@ -1,7 +1,7 @@
 """Generative adversarial networks: NS-GAN, WGAN, WGAN-GP and LSGAN with MLP or DCGAN nets.
 
 One class, :class:`GAN`, configured by :class:`GANConfig` (``objective`` picks the losses,
-``arch`` the networks). The generator is ``self.net`` (what ``harness.nfe`` counts); the
+``arch`` the networks). The generator is ``self.net`` (what ``harness.core.nfe`` counts); the
 discriminator / critic is ``self.critic``. Capability: ``Sampler`` only (no density).
 
 Objectives (D is the discriminator / critic, G the generator, x ~ data, z ~ N(0, I)):
@@ -52,9 +52,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from baselines.nets import MLP
-from harness.models import ModelEntry
-from harness.protocols import DataSpec
-from harness.rng import BatchRNG
+from harness.core.entries import ModelEntry
+from harness.core.protocols import DataSpec
+from harness.core.rng import BatchRNG
 
 __all__ = [
     "GAN",

@@ -47,8 +47,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.protocols import DataSpec
-from harness.rng import BatchRNG
+from harness.core.protocols import DataSpec
+from harness.core.entries import ModelEntry
+from harness.core.rng import BatchRNG
 
 __all__ = ["MaskedConv2d", "PixelCNN", "PixelCNNConfig", "PixelCNNNet", "pixelcnn_256", "pixelcnn_binary", "REGISTRY"]
 
@@ -305,25 +306,13 @@ pixelcnn_256.__signature__ = PixelCNN.__signature__  # type: ignore[attr-defined
 _TINY = {"shape": [1, 8, 8], "channels": 8, "num_layers": 1, "first_kernel": 3, "steps": 5, "batch_size": 32}
 
 
-def _registry() -> tuple[Any, ...]:
-    from harness.models import ModelEntry  # lazily: harness.models imports this module to read REGISTRY
+REGISTRY: tuple[ModelEntry, ...] = (
+    ModelEntry("pixelcnn-binary", "autoregressive", "baselines.pixelcnn:pixelcnn_binary",
+               "PixelCNN (mask A/B residual masked convs; gated=true: gated stacks, no blind spot) over "
+               "binarized pixels: exact log p(x); NFE = H*W",
+               tiny_config=dict(_TINY)),
+    ModelEntry("pixelcnn-256", "autoregressive", "baselines.pixelcnn:pixelcnn_256",
+               "PixelCNN with a 256-way softmax per pixel: exact log p(x); NFE = H*W",
+               tiny_config=dict(_TINY)),
+)
 
-    return (
-        ModelEntry("pixelcnn-binary", "autoregressive", "baselines.pixelcnn:pixelcnn_binary",
-                   "PixelCNN (mask A/B residual masked convs; gated=true: gated stacks, no blind spot) over "
-                   "binarized pixels: exact log p(x); NFE = H*W",
-                   tiny_config=dict(_TINY)),
-        ModelEntry("pixelcnn-256", "autoregressive", "baselines.pixelcnn:pixelcnn_256",
-                   "PixelCNN with a 256-way softmax per pixel: exact log p(x); NFE = H*W",
-                   tiny_config=dict(_TINY)),
-    )
-
-
-def __getattr__(name: str) -> object:
-    """``REGISTRY`` (the module's ModelEntry tuple) is built on first access, so that importing this module
-    first and ``harness.models`` importing it from ``BASELINE_MODULES`` are both free of import cycles."""
-    if name == "REGISTRY":
-        registry = _registry()
-        globals()["REGISTRY"] = registry
-        return registry
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

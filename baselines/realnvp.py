@@ -56,8 +56,9 @@ import torch
 from torch import Tensor, nn
 
 from baselines.nets import MLP
-from harness.protocols import DataSpec
-from harness.rng import BatchRNG
+from harness.core.protocols import DataSpec
+from harness.core.entries import ModelEntry
+from harness.core.rng import BatchRNG
 from metrics.bpd import LN2, dequantize
 
 __all__ = ["ActNorm", "AffineCoupling", "ConvConditioner", "FactorOut", "FlowNet", "LogitTransform", "RealNVP",
@@ -421,23 +422,11 @@ RealNVP.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
      for f in fields(RealNVPConfig)])
 
 
-def _registry() -> tuple[Any, ...]:
-    from harness.models import ModelEntry  # lazily: harness.models imports this module to read REGISTRY
+REGISTRY: tuple[ModelEntry, ...] = (
+    ModelEntry("realnvp", "flow", "baselines.realnvp:RealNVP",
+               "RealNVP/Glow affine coupling flow (ActNorm, soft-clamped scales): exact log p(x); "
+               "rows (MLP couplings) or images with shape=[C,H,W] (logit, squeeze, conv couplings; "
+               "num_scales=2: multi-scale with factor-out); NFE 1",
+               tiny_config={"num_couplings": 2, "hidden": 16, "depth": 1, "steps": 20, "batch_size": 64}),
+)
 
-    return (
-        ModelEntry("realnvp", "flow", "baselines.realnvp:RealNVP",
-                   "RealNVP/Glow affine coupling flow (ActNorm, soft-clamped scales): exact log p(x); "
-                   "rows (MLP couplings) or images with shape=[C,H,W] (logit, squeeze, conv couplings; "
-                   "num_scales=2: multi-scale with factor-out); NFE 1",
-                   tiny_config={"num_couplings": 2, "hidden": 16, "depth": 1, "steps": 20, "batch_size": 64}),
-    )
-
-
-def __getattr__(name: str) -> object:
-    """``REGISTRY`` (the module's ModelEntry tuple) is built on first access, so that importing this module
-    first and ``harness.models`` importing it from ``BASELINE_MODULES`` are both free of import cycles."""
-    if name == "REGISTRY":
-        registry = _registry()
-        globals()["REGISTRY"] = registry
-        return registry
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -41,7 +41,7 @@ k = 0..N (ε = ``sample_eps``: 1e-5 VE, 1e-3 VP/sub-VP, the paper's code default
 * ``denoise=True`` adds one Tweedie step at t = ε: x ← (x + s(ε)² s_θ(x, ε))/m(ε) (the paper's
   "final denoising step", sec. 4.3 / App. G). NFE + 1.
 
-Randomness in sampling comes only from the per-example :class:`harness.rng.BatchRNG`.
+Randomness in sampling comes only from the per-example :class:`harness.core.rng.BatchRNG`.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ from torch import Tensor, nn
 
 from baselines.ddpm import StepNoise, _as_tuple, check_rng
 from baselines.nets import MLP, SmallUNet
-from harness.models import ModelEntry
-from harness.protocols import DataSpec
-from harness.rng import BatchRNG
+from harness.core.entries import ModelEntry
+from harness.core.protocols import DataSpec
+from harness.core.rng import BatchRNG
 
 __all__ = ["REGISTRY", "SDE", "ScoreSDE", "ScoreSDEConfig", "score_sde_subvp", "score_sde_ve", "score_sde_vp"]
 

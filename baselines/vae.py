@@ -2,10 +2,10 @@
 
 One class, :class:`VAE`, configured by a frozen :class:`VAEConfig`; the registered names (``vae``,
 ``multi-sample-vae``, ``iwae``, ``beta-vae``, ``vae-2d``) are the same class with different default
-configs. Capabilities: ``Sampler``, ``LowerBound`` and ``Encoder`` (``harness.protocols``).
+configs. Capabilities: ``Sampler``, ``LowerBound`` and ``Encoder`` (``harness.core.protocols``).
 
 Model. p(z) = N(0, I_Z); q(z|x) = N(μ(x), diag σ²(x)) from an MLP encoder (Kingma & Welling 2014,
-sec. 3 and app. C.2); p(x|z) from an MLP decoder, which is ``self.net`` (the network ``harness.nfe``
+sec. 3 and app. C.2); p(x|z) from an MLP decoder, which is ``self.net`` (the network ``harness.core.nfe``
 counts: one call per batch of ancestral samples). Images are flattened to D = C·H·W, as in the
 MLPs of Burda et al. (2016, sec. 5: 784-200-200-50, tanh).
 
@@ -71,9 +71,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.nets import MLP
-from harness.models import ModelEntry
-from harness.protocols import DataSpec
-from harness.rng import BatchRNG
+from harness.core.entries import ModelEntry
+from harness.core.protocols import DataSpec
+from harness.core.rng import BatchRNG
 
 __all__ = ["REGISTRY", "VAE", "VAEConfig", "beta_vae", "iwae", "multi_sample_vae", "vae", "vae_2d"]
 

@@ -96,7 +96,7 @@ def _median_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
 
 
 def main() -> None:
-    from harness.rng import BatchRNG
+    from harness.core.rng import BatchRNG
     from metrics.bpd import nats_to_bpd
     from metrics.likelihood_ode import ODELikelihoodConfig, ode_log_likelihood
 

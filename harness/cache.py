@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.atomic import atomic_open
+from harness.core.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ A genbench checkpoint is a ``torch.save`` file of one dict::
 
 It holds only tensors and JSON values, so :func:`load_checkpoint` reads it with
 ``torch.load(weights_only=True)``: a file that would need arbitrary classes is refused, never
-executed. Saving is atomic (``harness.atomic.atomic_open``); the sha256 of the file bytes is
+executed. Saving is atomic (``harness.core.atomic.atomic_open``); the sha256 of the file bytes is
 returned on save and recorded on load. Models saved elsewhere are evaluated with
 ``--entry module:factory`` instead.
 """
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness.atomic import atomic_open
+from harness.core.atomic import atomic_open
 
 __all__ = ["FORMAT", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from harness.protocols import DataSpec
+from harness.core.protocols import DataSpec
 
 ROUNDING = ("round", "floor")
 

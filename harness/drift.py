@@ -94,6 +94,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.stats import paired_block_stderr
 from harness.store.records import read_record, validate_record
 
 __all__ = [
@@ -367,22 +368,6 @@ def _paired_spread(b: dict[str, Any], c: dict[str, Any], where_b: str, where_c: 
     mb = _numbers(blocks, k, f"{where_b}.block_means")
     mc = _numbers(c["block_means"], k, f"{where_c}.block_means")
     return paired_block_stderr(mb, mc, n)
-
-
-def paired_block_stderr(blocks_b: list[float], blocks_c: list[float], n: int) -> tuple[float, float]:
-    """(standard error, df) of mean_c − mean_b from K block means of each over the same n examples.
-
-    Block j holds n_j examples, as ``metrics.bpd.block_means`` splits them (numpy.array_split);
-    with D_j the differences of the block means and Δ = Σ n_j D_j / n, the batch-means error is
-    sqrt(Σ n_j (D_j − Δ)² / ((K − 1) n)), with K − 1 degrees of freedom.
-    """
-    k = len(blocks_b)
-    if len(blocks_c) != k or not 2 <= k <= n:
-        raise ValueError(f"need K block means on both sides with 2 <= K <= n, got {k} and {len(blocks_c)} for n={n}")
-    sizes = [n // k + (1 if j < n % k else 0) for j in range(k)]  # numpy.array_split / torch.tensor_split
-    d = [y - x for x, y in zip(blocks_b, blocks_c)]
-    delta = sum(nj * dj for nj, dj in zip(sizes, d)) / n
-    return math.sqrt(sum(nj * (dj - delta) ** 2 for nj, dj in zip(sizes, d)) / ((k - 1) * n)), float(k - 1)
 
 
 def _one_count(key: str, entry: dict[str, Any]) -> float:

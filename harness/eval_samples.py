@@ -118,7 +118,7 @@ def select_rows(data: Dataset, num_samples: int | None, seed: int, role: str) ->
         "rule": f"numpy default_rng({seed}).choice(n_total, n_used, replace=False), sorted",
     }
     labels = None if data.labels is None else data.labels[rows]
-    subset = Dataset(name=data.name, x=data.x[rows], labels=labels, kind=data.kind, source=data.source)
+    subset = Dataset(name=data.name, x=data.x[rows], labels=labels, kind=data.kind, source=data.source, meta=data.meta)
     return subset, selection
 
 
@@ -285,8 +285,8 @@ def score_datasets(
         progress=progress,
     )
     metrics, skipped = compute_metrics(cfg, fake, real, extractor)
-    if samples.kind == "tabular":
-        metrics.update(mode_metrics(samples.x, reference.name) or {})
+    if samples.kind == "tabular" and reference.meta.mixture is not None:
+        metrics.update(mode_metrics(samples.x, reference.meta.mixture))
     return metrics, skipped, extractor.protocol(), real.cached
 
 

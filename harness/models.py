@@ -13,32 +13,15 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.protocols import capabilities
-from harness.registry import Registry
+from harness.core.entries import ModelEntry
+from harness.core.protocols import capabilities
+from harness.core.registry import Registry
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    """A registered model: ``factory(**config)`` builds it."""
-
-    name: str
-    family: str
-    factory: str  # lazy "module:attr"
-    description: str
-    tiny_config: dict[str, Any] | None = None  # a seconds-sized config for the contract test (trainable models)
-    example_config: dict[str, Any] | None = None  # a valid config for models without defaults (listing)
-
-    def build(self, config: dict[str, Any] | None = None) -> Any:
-        module_name, _, attr = self.factory.partition(":")
-        factory = getattr(importlib.import_module(module_name), attr)
-        return factory(**(config or {}))
-
-
-# Trainable baselines (issue 4): each module lists its ModelEntry objects in a ``REGISTRY`` tuple.
+# Trainable baselines: each module lists its ModelEntry objects in a ``REGISTRY`` tuple.
 # They are imported the first time MODELS is read, so a baseline module may import this one.
 BASELINE_MODULES: tuple[str, ...] = (
     "baselines.vae", "baselines.gan", "baselines.realnvp", "baselines.pixelcnn",
@@ -116,6 +99,6 @@ def load_entry_point(target: str, **kwargs: Any) -> Any:
     if not capabilities(model):
         raise TypeError(
             f"--entry {target!r} returned a {type(model).__name__}, which implements none of the capability "
-            "protocols (Sampler, LogLikelihood, LowerBound, Encoder, ProbabilityFlow); see harness.protocols"
+            "protocols (Sampler, LogLikelihood, LowerBound, Encoder, ProbabilityFlow); see harness.core.protocols"
         )
     return model

@@ -25,8 +25,8 @@ from harness.convert import ROUNDING, samples_to_data
 from harness.config import config_from_dict
 from harness.datasets import Dataset, load_dataset
 from harness.eval_samples import SampleEvalConfig, check_values, describe_dataset, score_datasets, select_rows
-from harness.protocols import DataSpec, Encoder, LogLikelihood, LowerBound, ProbabilityFlow, Sampler, capabilities
-from harness.rng import BatchRNG
+from harness.core.protocols import DataSpec, Encoder, LogLikelihood, LowerBound, ProbabilityFlow, Sampler, capabilities
+from harness.core.rng import BatchRNG
 from harness.store.records import SCHEMA, run_info
 from metrics.info import SAMPLE_METRICS
 
@@ -187,7 +187,7 @@ def _sample_kwargs(model: Any, cfg: ModelEvalConfig) -> dict[str, Any]:
 
 def draw_samples(model: Any, cfg: ModelEvalConfig, *, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
     """Draw ``num_samples`` in batches with per-example seeds; count NFE at the network."""
-    from harness.nfe import NFECount, counting
+    from harness.core.nfe import NFECount, counting
 
     spec: DataSpec = model.data_spec
     kwargs = _sample_kwargs(model, cfg)
@@ -262,7 +262,7 @@ def _spec_from_data(data: Dataset) -> DataSpec:
 
 
 def _ode_bpd(model: Any, batches, spec: DataSpec, cfg: ModelEvalConfig, *, progress: bool) -> dict[str, Any]:
-    from metrics.bpd import block_means, mean_and_stderr
+    from harness.core.stats import block_means, mean_and_stderr
     from metrics.likelihood import model_inputs
     from metrics.likelihood_ode import ODELikelihoodConfig, ode_bpd
 
@@ -357,7 +357,7 @@ def straightness_metric(model: Any, cfg: ModelEvalConfig) -> dict[str, Any]:
     integrates ``model.integrate`` with ``straightness_steps`` Euler steps; the standard error is
     over the per-example values.
     """
-    from metrics.bpd import block_means, mean_and_stderr
+    from harness.core.stats import block_means, mean_and_stderr
     from metrics.straightness import straightness_per_example
 
     per: list[torch.Tensor] = []

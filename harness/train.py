@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from harness.checkpoint import load_checkpoint, save_checkpoint
 from harness.datasets import load_dataset
-from harness.protocols import DataSpec
+from harness.core.ema import EMA
+from harness.core.protocols import DataSpec
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ class Trainable(Protocol):
     """What ``genbench train`` needs from a model (an ``nn.Module`` with a ``data_spec``).
 
     Optional attributes: ``ema_decay: float | None`` (the harness keeps an EMA of the weights and
-    evaluates / saves it), ``default_batch_size: int``, ``default_steps: int``.
+    evaluates / saves it), ``default_batch_size: int``, ``default_steps: int``,
+    ``init_checkpoint: str | None`` (a genbench checkpoint of the same model whose weights are
+    loaded, strictly, before ``configure_optimizers``: fine-tuning).
     """
 
     data_spec: DataSpec
@@ -90,24 +93,6 @@ def data_to_model(x: np.ndarray | Tensor, spec: DataSpec) -> Tensor:
         raise ValueError(f"no rule maps 8-bit pixels to {levels} categories; use 2 or 256")
     lo, hi = spec.value_range
     return lo + x.to(torch.float32) * ((hi - lo) / 255.0)
-
-
-class EMA:
-    """Exponential moving average of a module's floating-point parameters and buffers."""
-
-    def __init__(self, module: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
-        self.decay = decay
-        self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
-        for ema_v, v in zip(self.shadow.state_dict().values(), module.state_dict().values()):
-            if ema_v.dtype.is_floating_point:
-                ema_v.lerp_(v, 1.0 - self.decay)
-            else:
-                ema_v.copy_(v)
 
 
 def _config_dict(model: Any) -> dict[str, Any]:
@@ -165,6 +150,9 @@ def train(
                         "configure_optimizers() and training_step(...)")
     family = MODELS.get(cfg.model).family if cfg.model in MODELS else "custom"
     model = model.to(cfg.device).train()
+    init = getattr(model, "init_checkpoint", None)
+    if init and resume is None:
+        model.load_state_dict(load_checkpoint(init).state_dict, strict=True)
     optimizers = model.configure_optimizers()
     decay = getattr(model, "ema_decay", None)
     ema = EMA(model, decay) if decay else None

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.protocols import DataSpec, Encoder
-from harness.rng import BatchRNG
+from harness.core.protocols import DataSpec, Encoder
+from harness.core.rng import BatchRNG
 from metrics.likelihood import Batch, indexed_batches, model_inputs
 
 __all__ = ["RunningMoments", "active_units", "encoder_active_units", "kl_active_dims", "kl_per_dim"]

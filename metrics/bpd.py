@@ -25,7 +25,6 @@ import torch
 from torch import Tensor
 
 LN2 = math.log(2.0)
-NUM_BLOCKS = 20  # block means stored per bits/dim metric, for paired drift checks (harness.drift)
 
 
 def dequantization_offset_bits(value_range: tuple[float, float], num_levels: int = 256) -> float:
@@ -62,28 +61,3 @@ def nats_to_bpd(log_prob: Tensor, num_dims: int, *, offset_bits: float = 0.0) ->
     if num_dims < 1:
         raise ValueError(f"num_dims must be >= 1, got {num_dims}")
     return -log_prob.to(torch.float64) / (num_dims * LN2) + offset_bits
-
-
-def mean_and_stderr(values: Tensor) -> tuple[float, float]:
-    """Mean and standard error (std with ddof=1 over sqrt(n)) of per-example values [N]."""
-    v = values.to(torch.float64).flatten()
-    if v.numel() == 0:
-        raise ValueError("no values to average")
-    if not torch.isfinite(v).all():
-        raise ValueError(f"{int((~torch.isfinite(v)).sum())} of {v.numel()} values are NaN or Inf")
-    stderr = float(v.std(unbiased=True) / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")
-    return float(v.mean()), stderr
-
-
-def block_means(values: Tensor, num_blocks: int = NUM_BLOCKS) -> list[float]:
-    """Means of per-example values [N] over min(num_blocks, N) contiguous blocks, in example order.
-
-    Block j holds examples ``numpy.array_split(range(N), K)[j]`` (sizes differ by at most one), so
-    the blocks depend only on N and K. Two runs at the same seed score the same examples with the
-    same noise; the differences of their block means D_j give the standard error of the difference
-    of their means, Σ_j n_j (D_j − Δ)² / ((K − 1) N) (batch means, K − 1 degrees of freedom), which
-    ``harness.drift`` uses for a paired comparison. 20 floats per metric, whatever N.
-    """
-    v = values.to(torch.float64).flatten()
-    k = min(num_blocks, v.numel())
-    return [float(block.mean()) for block in torch.tensor_split(v, k)] if k else []

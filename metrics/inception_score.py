@@ -6,11 +6,16 @@ reported as mean and std over splits — exactly torch-fidelity's ``isc_features
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
+
 from scipy.special import log_softmax, logsumexp
 
-__all__ = ["inception_score"]
+from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
+
+__all__ = ["METRIC", "inception_score"]
 
 
 def inception_score(
@@ -60,3 +65,25 @@ def inception_score(
         kl = np.where(p_split > 0, p_split * (log_p_split - log_marginal), 0.0).sum(axis=1)
         per_split[i] = np.exp(kl.mean())
     return float(per_split.mean()), float(per_split.std())
+
+
+def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
+    splits = options.sample.is_splits
+    mean, std = inception_score(inputs.fake_logits, splits=splits, seed=inputs.seed)
+    fields = {"splits": splits, "seed": inputs.seed, "std_ddof": 0, "feature_extractor": inputs.feature_extractor,
+              "n_samples": inputs.n_fake, "n_reference": inputs.n_real}
+    return {"is_mean": MetricEntry(mean, fields), "is_std": MetricEntry(std, fields)}
+
+
+METRIC = Metric(
+    name="is",
+    keys=(MetricKey("is_mean", "IS", higher_is_better=True),
+          MetricKey("is_std", "IS std over splits", gate="none", gate_reason="dispersion over IS splits")),
+    needs=("logits",),
+    description="Inception Score of the generated set over splits (needs an extractor with logits)",
+    reference="Salimans et al. 2016",
+    compute=_compute,
+    settings=("is_splits",),
+    min_samples=lambda options: options.sample.is_splits,
+    uncertainty="half-sample",
+)

@@ -8,10 +8,15 @@ floating-point precision for the same seed and argument order.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 import torch
 
-__all__ = ["kernel_inception_distance", "mmd2_unbiased_poly"]
+from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
+
+__all__ = ["METRIC", "kernel_inception_distance", "mmd2_unbiased_poly"]
 
 
 def _as_matrix(features: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -107,3 +112,40 @@ def kernel_inception_distance(
         y = y_all[rng.choice(n2, subset_size, replace=False)].astype(np.float64)
         values[i] = mmd2_unbiased_poly(x, y, degree=degree, gamma=gamma, coef0=coef0)
     return float(values.mean()), float(values.std())
+
+
+def _subset_size(inputs: MetricInputs, options: Any) -> int:
+    return options.sample.kid_subset_size or min(1000, inputs.n_fake, inputs.n_real)
+
+
+def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
+    size = _subset_size(inputs, options)
+    subsets = options.sample.kid_subsets
+    mean, std = kernel_inception_distance(inputs.fake_features, inputs.real_features, num_subsets=subsets,
+                                          subset_size=size, seed=inputs.seed)
+    fields = {"estimator": "unbiased MMD², polynomial kernel (x·y/d + 1)^3", "subsets": subsets, "subset_size": size,
+              "seed": inputs.seed, "feature_extractor": inputs.feature_extractor, "n_samples": inputs.n_fake,
+              "n_reference": inputs.n_real}
+    return {"kid_mean": MetricEntry(mean, fields), "kid_std": MetricEntry(std, fields)}
+
+
+def _replicate_options(options: Any, m: int, m_ref: int) -> Any:
+    """The run's subset size capped at the half-sets; one subset when a subset is the whole of both
+    half-sets (every subset would then give the same value)."""
+    size = min(options.sample.kid_subset_size or min(1000, 2 * m, 2 * m_ref), m, m_ref)
+    subsets = 1 if size == m == m_ref else options.sample.kid_subsets
+    return replace(options, sample=replace(options.sample, kid_subset_size=size, kid_subsets=subsets))
+
+
+METRIC = Metric(
+    name="kid",
+    keys=(MetricKey("kid_mean", "KID", higher_is_better=False),
+          MetricKey("kid_std", "KID std over subsets", gate="none", gate_reason="dispersion over KID subsets")),
+    needs=("features",),
+    description="unbiased MMD² with a cubic polynomial kernel over seeded subsets",
+    reference="Bińkowski et al. 2018, eq. 4",
+    compute=_compute,
+    settings=("kid_subsets", "kid_subset_size"),
+    uncertainty="half-sample",
+    replicate_options=_replicate_options,
+)

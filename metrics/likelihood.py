@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.protocols import DataSpec, LogLikelihood, LowerBound
-from harness.rng import BatchRNG, example_seed
-from metrics.bpd import block_means, dequantization_offset_bits, dequantize, mean_and_stderr, nats_to_bpd
+from harness.core.protocols import DataSpec, LogLikelihood, LowerBound
+from harness.core.rng import BatchRNG, example_seed
+from harness.core.stats import block_means, mean_and_stderr
+from metrics.bpd import dequantization_offset_bits, dequantize, nats_to_bpd
 
 __all__ = ["batches_of", "bound_bpd", "chunk_sizes", "combine_iwae_chunks", "exact_bpd", "indexed_batches",
            "model_inputs"]

@@ -59,9 +59,9 @@ from torch import Tensor, nn
 from torchode.interpolation import ThirdOrderPolynomialInterpolation
 from torchode.single_step_methods.runge_kutta import ButcherTableau, ERKInterpolationData, ExplicitRungeKutta
 
-from harness.nfe import NFECounter
-from harness.protocols import ProbabilityFlow
-from harness.rng import BatchRNG
+from harness.core.nfe import NFECounter
+from harness.core.protocols import ProbabilityFlow
+from harness.core.rng import BatchRNG
 from metrics.bpd import nats_to_bpd
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class ODELikelihoodResult:
         delta_log_prob: [B] float64, ∫_{t0}^{t1} div f dt in nats (``log_prob - prior_log_prob``).
         z: [B, *shape] in the dtype of x, the state at ``t_span[1]``.
         nfe: [B] int64, drift evaluations spent on each example (module docstring).
-        forward_calls: drift calls on the whole batch (counted by ``harness.nfe.NFECounter``).
+        forward_calls: drift calls on the whole batch (counted by ``harness.core.nfe.NFECounter``).
         vjp_calls: VJPs through those calls (``num_probes`` or D per call).
         solver_stats: torchode's per-example ``n_steps``, ``n_accepted``, ``n_f_evals`` ([B] int64).
         config: the configuration used.

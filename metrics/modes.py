@@ -22,20 +22,12 @@ accepted), ``centers`` [M, 2], ``std`` σ the per-coordinate std of each (isotro
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
 
-from harness.datasets import (
-    EIGHT_GAUSSIANS_CENTERS,
-    EIGHT_GAUSSIANS_STD,
-    TWENTYFIVE_GAUSSIANS_CENTERS,
-    TWENTYFIVE_GAUSSIANS_STD,
-)
 
 __all__ = [
-    "MIXTURES",
     "assign_modes",
     "high_quality_fraction",
     "mode_counts",
@@ -47,13 +39,6 @@ __all__ = [
 DEFAULT_THRESHOLD_STD = 3.0
 DEFAULT_MIN_COUNT = 1
 
-MIXTURES: dict[str, tuple[np.ndarray, float]] = {
-    "8gaussians": (EIGHT_GAUSSIANS_CENTERS, EIGHT_GAUSSIANS_STD),
-    "25gaussians": (TWENTYFIVE_GAUSSIANS_CENTERS, TWENTYFIVE_GAUSSIANS_STD),
-}
-"""Toy name -> (centers float64 [M, 2], std σ), the constants of :mod:`harness.datasets.toys`."""
-
-_MIXTURE_NAME = re.compile(r"^(8gaussians|25gaussians)-(train|test)$")
 
 
 def _as_points(samples: Any, centers: np.ndarray) -> np.ndarray:
@@ -118,19 +103,15 @@ def mode_reverse_kl(samples: Any, centers: np.ndarray, std: float, *, threshold_
     return float((q[nz] * np.log(q[nz] / p[nz])).sum())
 
 
-def mode_metrics(samples: Any, dataset_name: str, *, threshold_std: float = DEFAULT_THRESHOLD_STD,
-                 min_count: int = DEFAULT_MIN_COUNT) -> dict[str, dict[str, Any]] | None:
-    """The mode metrics of ``samples`` [N, 2] for a registered mixture toy, or None for other data sets.
+def mode_metrics(samples: Any, mixture: Any, *, threshold_std: float = DEFAULT_THRESHOLD_STD,
+                 min_count: int = DEFAULT_MIN_COUNT) -> dict[str, dict[str, Any]]:
+    """The mode metrics of ``samples`` [N, D] against a Gaussian mixture (``centers`` [M, D], ``std`` σ, ``name``).
 
-    ``dataset_name`` is ``8gaussians-{train,test}`` or ``25gaussians-{train,test}`` (anything
-    else returns None). Returns record entries ``modes_covered``, ``high_quality_fraction`` and
-    ``mode_reverse_kl``, each ``{"value": ..., ...protocol fields}``.
+    The mixture is the reference data's metadata (``harness.core.densities.GaussianMixture``).
+    Returns record entries ``modes_covered``, ``high_quality_fraction`` and ``mode_reverse_kl``,
+    each ``{"value": ..., ...protocol fields}``.
     """
-    match = _MIXTURE_NAME.match(dataset_name)
-    if match is None:
-        return None
-    toy = match.group(1)
-    centers, std = MIXTURES[toy]
+    centers, std, toy = mixture.centers, mixture.std, mixture.name
     counts = mode_counts(samples, centers, std, threshold_std=threshold_std)
     n = len(_as_points(samples, centers))
     common = {"num_modes": len(centers), "threshold_std": threshold_std, "std": std, "num_samples": n,

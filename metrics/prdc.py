@@ -17,12 +17,16 @@ copies, one float64 [2048, 2048] Gram tile and its float32 distances) and O(N) a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 
+from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
 from metrics.knn import as_feature_tensor, distance_tiles, knn_radii, knn_radii_multi
 
-__all__ = ["compute_prdc", "compute_prdc_multi_k", "knn_radii"]
+__all__ = ["METRIC", "compute_prdc", "compute_prdc_multi_k", "knn_radii"]
 
 
 def compute_prdc_multi_k(
@@ -103,3 +107,37 @@ def compute_prdc(
     return compute_prdc_multi_k(
         real_features, fake_features, pr_k=nearest_k, dc_k=nearest_k, chunk_size=chunk_size, device=device
     )
+
+
+def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
+    pr_k, dc_k = options.sample.pr_nearest_k, options.sample.dc_nearest_k
+    both = compute_prdc_multi_k(inputs.real_features, inputs.fake_features, pr_k=pr_k, dc_k=dc_k)
+    rule = "Naeem et al. 2020 definitions (prdc package), strict '<'"
+    common = {"feature_extractor": inputs.feature_extractor, "n_samples": inputs.n_fake, "n_reference": inputs.n_real}
+    return {key: MetricEntry(float(both[key]), {"nearest_k": k, "estimator": rule, **common})
+            for key, k in (("precision", pr_k), ("recall", pr_k), ("density", dc_k), ("coverage", dc_k))}
+
+
+def _one_sample(count_field: str, per_k: bool):
+    """A k-NN fraction moves in whole samples: 1/n (1/(k·n) for density)."""
+    def step(entry: Mapping[str, Any]) -> float:
+        n = entry.get(count_field)
+        k = entry.get("nearest_k") if per_k else 1
+        return 1.0 / (n * k) if isinstance(n, int) and n > 0 and isinstance(k, int) and k > 0 else 0.0
+    return step
+
+
+METRIC = Metric(
+    name="prdc",
+    keys=(MetricKey("precision", "precision", higher_is_better=True, resolution=_one_sample("n_samples", False)),
+          MetricKey("recall", "recall", higher_is_better=True, resolution=_one_sample("n_reference", False)),
+          MetricKey("density", "density", higher_is_better=True, resolution=_one_sample("n_samples", True)),
+          MetricKey("coverage", "coverage", higher_is_better=True, resolution=_one_sample("n_reference", False))),
+    needs=("features",),
+    description="k-NN precision/recall (k=3) and density/coverage (k=5)",
+    reference="Kynkäänniemi et al. 2019; Naeem et al. 2020",
+    compute=_compute,
+    settings=("pr_nearest_k", "dc_nearest_k"),
+    min_samples=lambda options: max(options.sample.pr_nearest_k, options.sample.dc_nearest_k) + 1,
+    uncertainty="half-sample",
+)

@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from harness.rng import BatchRNG
-from metrics.bpd import mean_and_stderr
+from harness.core.rng import BatchRNG
+from harness.core.stats import mean_and_stderr
 
 __all__ = ["euler_trajectory", "straightness", "straightness_of_velocity", "straightness_per_example"]
 

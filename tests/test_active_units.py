@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from baselines.analytic import LinearGaussianVAE
-from harness.rng import BatchRNG
+from harness.core.rng import BatchRNG
 from metrics.active_units import RunningMoments, active_units, encoder_active_units, kl_active_dims
 from metrics.likelihood import batches_of
 

@@ -21,7 +21,7 @@ from metrics.features.classifier import (
     ClassifierFeatures,
     mnist_cnn,
 )
-from metrics.features.train_classifier import TrainConfig, main, save_weights, train
+from harness.train_classifier import TrainConfig, main, save_weights, train
 
 ACCURACY_MARGIN = 0.015  # measured accuracy may fall at most this far below the documented one
 FASHION_TEST_IMAGES = 2000
@@ -171,7 +171,7 @@ def test_command_line_writes_loadable_weights_and_provenance(tmp_path: Path) -> 
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert sidecar["dataset_content_hash"] == load_dataset("mnist5k-test").content_hash
-    assert sidecar["command"] == "python -m metrics.features.train_classifier " + " ".join(args)
+    assert sidecar["command"] == "python -m harness.train_classifier " + " ".join(args)
     assert (sidecar["seed"], sidecar["epochs"], sidecar["optimizer"]["name"]) == (0, 0, "Adam")
     assert 0.0 <= sidecar["eval_accuracy"] <= 1.0 and sidecar["torch_version"] == torch.__version__
     assert mnist_cnn(weights_path=out)(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))["features"].shape == (1, FEATURE_DIM)

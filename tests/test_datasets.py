@@ -25,8 +25,9 @@ from harness.datasets import (
     gaussian_density,
     load_dataset,
 )
-from harness.datasets.toys import MAX_GAUSSIAN_DIM, TOYS_2D
-from harness.registry import RegistryError
+from harness.core.densities import MAX_GAUSSIAN_DIM
+from harness.datasets.toys import TOYS_2D
+from harness.core.registry import RegistryError
 
 TOY_NAMES = ["8gaussians", "25gaussians", "checkerboard", "moons", "spirals", "rings"]
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from baselines.ddpm import DDPM, REGISTRY, ddim_step
-from harness.nfe import counting
-from harness.protocols import capabilities
-from harness.rng import BatchRNG
+from harness.core.nfe import counting
+from harness.core.protocols import capabilities
+from harness.core.rng import BatchRNG
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,9 +15,9 @@ import torch
 pytest.importorskip("diffusers")
 
 from harness.adapters.diffusers_unet import DiffusersUNet, load_diffusers_unet  # noqa: E402
-from harness.nfe import counting  # noqa: E402
-from harness.protocols import ProbabilityFlow, Sampler  # noqa: E402
-from harness.rng import BatchRNG  # noqa: E402
+from harness.core.nfe import counting  # noqa: E402
+from harness.core.protocols import ProbabilityFlow, Sampler  # noqa: E402
+from harness.core.rng import BatchRNG  # noqa: E402
 
 N_TRAIN = 10
 

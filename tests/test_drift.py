@@ -23,7 +23,7 @@ from harness.drift import CheckOptions, _paired_spread, check
 from harness.pytest_plugin import DriftError, assert_no_drift, genbench_no_drift  # noqa: F401 (fixture)
 from harness.runner import ModelEvalConfig, evaluate_model
 from harness.store.records import write_record
-from metrics.bpd import block_means
+from harness.core.stats import block_means
 from metrics.fid import fid_from_features
 from metrics.prdc import compute_prdc_multi_k
 
@@ -33,7 +33,7 @@ VAE_METRICS = "fid,prdc,nfe,bpd,elbo_bpd,active_units"
 STEPS_MODEL = '''
 import torch
 from torch import nn
-from harness.protocols import DataSpec
+from harness.core.protocols import DataSpec
 
 
 class EulerDecay(nn.Module):

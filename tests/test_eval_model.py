@@ -107,7 +107,7 @@ def test_nan_model_output_is_refused_and_nothing_written(tmp_path, capsys):
     entry = tmp_path / "nan_model.py"
     entry.write_text(textwrap.dedent("""
         import torch
-        from harness.protocols import DataSpec
+        from harness.core.protocols import DataSpec
 
         class NaNFlow:
             data_spec = DataSpec((2,))

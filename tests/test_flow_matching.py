@@ -17,9 +17,9 @@ import torch
 import baselines.flow_matching as fm
 from harness.checkpoint import save_checkpoint
 from harness.models import MODELS, register_model
-from harness.nfe import counting
-from harness.protocols import ProbabilityFlow, Sampler
-from harness.rng import BatchRNG
+from harness.core.nfe import counting
+from harness.core.protocols import ProbabilityFlow, Sampler
+from harness.core.rng import BatchRNG
 from metrics.straightness import straightness, straightness_of_velocity, straightness_per_example
 
 for _entry in fm.REGISTRY:

@@ -11,9 +11,9 @@ from scipy.stats import multivariate_normal
 from torch import Tensor, nn
 
 from baselines.analytic import AffineFlow, LinearGaussianVAE, UniformCategorical
-from harness.nfe import counting
-from harness.protocols import DataSpec
-from harness.rng import BatchRNG
+from harness.core.nfe import counting
+from harness.core.protocols import DataSpec
+from harness.core.rng import BatchRNG
 from metrics.likelihood import (
     batches_of,
     bound_bpd,

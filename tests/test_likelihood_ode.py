@@ -25,8 +25,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from harness.rng import BatchRNG
-from metrics.bpd import mean_and_stderr, nats_to_bpd
+from harness.core.rng import BatchRNG
+from harness.core.stats import mean_and_stderr
+from metrics.bpd import nats_to_bpd
 from metrics.likelihood_ode import ODELikelihoodConfig, ode_bpd, ode_log_likelihood
 
 

@@ -26,8 +26,8 @@ import torch
 
 from harness import models
 from harness.checkpoint import save_checkpoint
-from harness.protocols import LogLikelihood, LowerBound, Sampler
-from harness.rng import BatchRNG
+from harness.core.protocols import LogLikelihood, LowerBound, Sampler
+from harness.core.rng import BatchRNG
 
 CASES = sorted(name for name in models.MODELS.names() if models.MODELS.get(name).tiny_config is not None)
 # Architecture options that build a different network from the same registered name: the contract holds for them too.

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from baselines.pixelcnn import MaskedConv2d, PixelCNN, PixelCNNConfig, pixelcnn_256, pixelcnn_binary
-from harness.rng import BatchRNG
+from harness.core.rng import BatchRNG
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,7 +99,7 @@ def test_pmf_sums_to_one_and_sampler_matches_it(gated):
 
 
 def test_sampling_nfe_is_h_times_w_and_batch_independent():
-    from harness.nfe import counting
+    from harness.core.nfe import counting
 
     model = _small(256, shape=(1, 4, 5)).float()
     with counting(model) as count:
@@ -111,7 +111,7 @@ def test_sampling_nfe_is_h_times_w_and_batch_independent():
 
 
 def test_config_validation_and_factories():
-    from harness.protocols import capabilities
+    from harness.core.protocols import capabilities
 
     assert capabilities(pixelcnn_binary(shape=[1, 8, 8])) == ["Sampler", "LogLikelihood"]
     assert pixelcnn_binary().data_spec.num_categories == 2

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from baselines.realnvp import RealNVP, RealNVPConfig, std_normal_log_prob
-from harness.rng import BatchRNG
+from harness.core.rng import BatchRNG
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,7 +77,7 @@ def test_log_prob_is_change_of_variables_and_integrates_to_one():
 
 
 def test_sample_contract_nfe_and_batch_independence():
-    from harness.nfe import counting
+    from harness.core.nfe import counting
 
     model = _random_flow((2,), dtype=torch.float32)
     with counting(model) as count:
@@ -121,7 +121,7 @@ def test_multiscale_factors_out_half_the_channels():
 
 
 def test_config_validation_and_capabilities():
-    from harness.protocols import capabilities
+    from harness.core.protocols import capabilities
 
     assert capabilities(RealNVP()) == ["Sampler", "LogLikelihood"]
     with pytest.raises(TypeError):

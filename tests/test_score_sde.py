@@ -11,9 +11,9 @@ from torch import nn
 
 from baselines.score_sde import REGISTRY, SDE, ScoreSDE, score_sde_subvp, score_sde_ve, score_sde_vp
 from harness.models import MODELS
-from harness.nfe import counting
-from harness.protocols import capabilities
-from harness.rng import BatchRNG
+from harness.core.nfe import counting
+from harness.core.protocols import capabilities
+from harness.core.rng import BatchRNG
 
 KINDS = ("ve", "vp", "subvp")
 MU = torch.tensor([0.5, -0.3], dtype=torch.float64)

@@ -11,8 +11,8 @@ import torch
 from baselines import vae as vae_module
 from baselines.vae import VAE, VAEConfig
 from harness import models
-from harness.protocols import Encoder, LogLikelihood, LowerBound, Sampler
-from harness.rng import BatchRNG
+from harness.core.protocols import Encoder, LogLikelihood, LowerBound, Sampler
+from harness.core.rng import BatchRNG
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

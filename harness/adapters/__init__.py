@@ -1,4 +1,4 @@
-"""Adapters: wrap third-party model formats as genbench capability protocols (``harness.protocols``).
+"""Adapters: wrap third-party model formats as genbench capability protocols (``harness.core.protocols``).
 
 Each adapter imports its third-party library inside functions only, so importing ``harness`` never
 needs the optional extras. Available adapters:

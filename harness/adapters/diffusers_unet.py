@@ -49,8 +49,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from harness.protocols import DataSpec
-from harness.rng import BatchRNG
+from harness.core.protocols import DataSpec
+from harness.core.rng import BatchRNG
 
 SamplerName = Literal["ddpm", "ddim"]
 PFMapping = Literal["linear", "piecewise"]

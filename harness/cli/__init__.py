@@ -16,7 +16,7 @@ from harness import __version__
 from harness.cli import check
 from harness.cli import eval as eval_model
 from harness.cli import eval_samples, leaderboard, ls, train
-from harness.registry import RegistryError
+from harness.core.registry import RegistryError
 
 SUBCOMMANDS = {"eval": eval_model, "eval-samples": eval_samples, "ls": ls, "train": train, "check": check,
                "leaderboard": leaderboard}

@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from harness.atomic import atomic_open
+from harness.core.atomic import atomic_open
 from harness.drift import FAMILY_ALPHA, CheckOptions, check, pair_records
 from harness.drift_report import load_tolerances, report_json, report_markdown
 from harness.store.records import write_record

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 
 def _registry(what: str) -> Registry:
@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def _model_rows() -> list[tuple[str, str]]:
     """Models with family and capabilities (found by building the tiny or example config)."""
     from harness.models import MODELS
-    from harness.protocols import capabilities
+    from harness.core.protocols import capabilities
 
     rows = []
     for name, description in MODELS.describe():

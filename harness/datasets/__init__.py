@@ -20,18 +20,17 @@ import re
 from harness.datasets.base import Dataset, DatasetKind, DatasetLoader
 from harness.datasets.embedded import load_digits, load_fashion_mnist, load_mnist5k
 from harness.datasets.formats import ACCEPTED_FORMATS, load_path, looks_like_path
-from harness.datasets.toys import (
+from harness.core.densities import (
     EIGHT_GAUSSIANS_CENTERS,
     EIGHT_GAUSSIANS_STD,
-    TOYS_2D,
     TWENTYFIVE_GAUSSIANS_CENTERS,
     TWENTYFIVE_GAUSSIANS_STD,
     GaussianDensity,
     gaussian_density,
-    load_gaussian,
-    load_toy,
 )
-from harness.registry import Registry
+from harness.core.registry import Registry
+from harness.datasets.base import DatasetMeta
+from harness.datasets.toys import TOYS_2D, load_gaussian, load_toy
 
 __all__ = [
     "ACCEPTED_FORMATS",
@@ -43,6 +42,7 @@ __all__ = [
     "Dataset",
     "DatasetKind",
     "DatasetLoader",
+    "DatasetMeta",
     "GaussianDensity",
     "gaussian_density",
     "load_dataset",

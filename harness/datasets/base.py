@@ -12,13 +12,30 @@ Treat ``x`` as immutable: ``content_hash`` is computed once and cached on the in
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, Protocol
 
 import numpy as np
 
+from harness.core.densities import GaussianMixture
+
 DatasetKind = Literal["image", "tabular"]
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """What is known about the distribution behind a data set, for the metrics that need it.
+
+    Attributes:
+        mixture: the Gaussian mixture the rows were drawn from (the mode metrics need its centres
+            and σ), or None.
+        log_density: the exact log density in nats, ``float64 [N]`` of rows ``[N, D]``, or None.
+    """
+
+    mixture: GaussianMixture | None = None
+    log_density: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +48,7 @@ class Dataset:
         labels: class labels ``int64 [N]``, or ``None`` when the source has none.
         kind: ``"image"`` or ``"tabular"``.
         source: human-readable provenance (package version and rows, or a file path).
+        meta: what is known of the distribution (mixture components, exact log density).
     """
 
     name: str
@@ -38,6 +56,7 @@ class Dataset:
     labels: np.ndarray | None
     kind: DatasetKind
     source: str
+    meta: DatasetMeta = field(default_factory=DatasetMeta)
 
     def __post_init__(self) -> None:
         x = self.x

@@ -8,6 +8,10 @@ class-conditional files). Accepted data layouts:
   When both dim 1 and the last dim are 1 or 3 the layout is ambiguous and rejected.
 * a float or signed-integer ``[N, D]`` array -> tabular ``float32 [N, D]``.
 
+Rows drawn from a Gaussian mixture may carry it: ``mixture_centers`` (float ``[M, D]``) and
+``mixture_std`` (a positive scalar, the components' σ) become the data set's metadata, so the
+mode metrics run on the points as they would on the registered mixture toys.
+
 Archives are read with ``allow_pickle=False``.
 """
 
@@ -17,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.datasets.base import Dataset, DatasetKind
+from harness.core.densities import GaussianMixture
+from harness.datasets.base import Dataset, DatasetKind, DatasetMeta
 
 DATA_KEYS = ("arr_0", "x", "images", "samples")
 LABEL_KEYS = ("labels", "y")
@@ -69,10 +74,27 @@ def load_npz(path: Path, name: str) -> Dataset:
         label_keys = LABEL_KEYS + (("arr_1",) if data_key == "arr_0" else ())
         label_key = next((k for k in label_keys if k in keys), None)
         labels = None if label_key is None else _read(archive, label_key, path)
+        meta = _meta(archive, keys, path, x)
     if labels is not None:
         if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (x.shape[0],):
             got = f"{labels.dtype} {list(labels.shape)}"
             raise ValueError(f"{path}[{label_key!r}]: labels must be integers [{x.shape[0]}], got {got}")
         labels = labels.astype(np.int64)
     source = f"{path} (npz key {data_key!r}" + (f", labels {label_key!r})" if label_key else ")")
-    return Dataset(name=name, x=x, labels=labels, kind=kind, source=source)
+    return Dataset(name=name, x=x, labels=labels, kind=kind, source=source, meta=meta)
+
+
+def _meta(archive: np.lib.npyio.NpzFile, keys: list[str], path: Path, x: np.ndarray) -> DatasetMeta:
+    if "mixture_centers" not in keys and "mixture_std" not in keys:
+        return DatasetMeta()
+    if "mixture_centers" not in keys or "mixture_std" not in keys:
+        raise ValueError(f"{path}: give both mixture_centers [M, D] and mixture_std (a scalar), or neither")
+    centers, std = _read(archive, "mixture_centers", path), _read(archive, "mixture_std", path)
+    if x.ndim != 2 or centers.ndim != 2 or centers.shape[1] != x.shape[1] or std.size != 1:
+        raise ValueError(f"{path}: mixture_centers must be [M, {x.shape[1] if x.ndim == 2 else 'D'}] for rows "
+                         f"{list(x.shape)} and mixture_std a scalar; got {list(centers.shape)} and {list(std.shape)}")
+    try:
+        mixture = GaussianMixture(f"{path.name} mixture", centers.astype(np.float64), float(std.reshape(())))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return DatasetMeta(mixture=mixture, log_density=mixture.log_prob)

@@ -28,40 +28,25 @@ whose exact log density is known, for testing likelihood estimators.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.datasets.base import Dataset
+from harness.core.densities import EIGHT_GAUSSIANS, TWENTYFIVE_GAUSSIANS, GaussianMixture, gaussian_density
+from harness.datasets.base import Dataset, DatasetMeta
 
 DEFAULT_NUM_SAMPLES = 10_000
 SPLIT_STREAMS = {"train": 0, "test": 1}
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
-
-
-EIGHT_GAUSSIANS_RADIUS = 2.0
-EIGHT_GAUSSIANS_STD = 0.02
-EIGHT_GAUSSIANS_CENTERS = _frozen(
-    EIGHT_GAUSSIANS_RADIUS * np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], axis=1)
-)
-"""float64 [8, 2]: the 8gaussians mode centers, in label order."""
-TWENTYFIVE_GAUSSIANS_STD = 0.05
-TWENTYFIVE_GAUSSIANS_CENTERS = _frozen(
-    np.array([(x, y) for x in (-4.0, -2.0, 0.0, 2.0, 4.0) for y in (-4.0, -2.0, 0.0, 2.0, 4.0)])
-)
-"""float64 [25, 2]: the 25gaussians mode centers, in label order."""
 RINGS_RADII = (0.75, 1.5, 2.25, 3.0)
 
 ToyResult = tuple[np.ndarray, np.ndarray | None]
 
 
-def _mixture(centers: np.ndarray, std: float) -> Callable[[np.random.Generator, int], ToyResult]:
+def _mixture(mixture: GaussianMixture) -> Callable[[np.random.Generator, int], ToyResult]:
+    centers, std = mixture.centers, mixture.std
+
     def draw(rng: np.random.Generator, n: int) -> ToyResult:
         labels = rng.integers(0, len(centers), n)
         return centers[labels] + std * rng.standard_normal((n, 2)), labels.astype(np.int64)
@@ -99,13 +84,15 @@ def _rings(rng: np.random.Generator, n: int) -> ToyResult:
 
 
 TOYS_2D: dict[str, Callable[[np.random.Generator, int], ToyResult]] = {
-    "8gaussians": _mixture(EIGHT_GAUSSIANS_CENTERS, EIGHT_GAUSSIANS_STD),
-    "25gaussians": _mixture(TWENTYFIVE_GAUSSIANS_CENTERS, TWENTYFIVE_GAUSSIANS_STD),
+    "8gaussians": _mixture(EIGHT_GAUSSIANS),
+    "25gaussians": _mixture(TWENTYFIVE_GAUSSIANS),
     "checkerboard": _checkerboard,
     "moons": _moons,
     "spirals": _spirals,
     "rings": _rings,
 }
+MIXTURES: dict[str, GaussianMixture] = {"8gaussians": EIGHT_GAUSSIANS, "25gaussians": TWENTYFIVE_GAUSSIANS}
+"""The toys that are Gaussian mixtures; their data sets carry the mixture as metadata."""
 
 
 def split_seed(seed: int, split: str) -> np.random.SeedSequence:
@@ -128,63 +115,9 @@ def load_toy(toy: str, split: str, *, num_samples: int | None = None, seed: int 
     rng = np.random.default_rng(split_seed(seed, split))
     x, labels = TOYS_2D[toy](rng, n)
     source = f"harness.datasets.toys {toy}: {n} samples, seed {seed}, {split} stream"
-    return Dataset(name=f"{toy}-{split}", x=x.astype(np.float32), labels=labels, kind="tabular", source=source)
-
-
-MAX_GAUSSIAN_DIM = 4096
-_GAUSSIAN_PARAMS_ENTROPY = 0x6E6B5A  # fixes every GaussianDensity's mean and covariance
-GAUSSIAN_EIGENVALUE_RANGE = (0.5, 2.0)
-
-
-@dataclass(frozen=True, eq=False)
-class GaussianDensity:
-    """N(mean, cov) in ``dim`` dimensions with parameters fixed by ``dim`` alone.
-
-    ``mean ~ N(0, I)`` and ``cov = Q diag(lambda) Q^T`` with Q a random orthogonal matrix and the
-    eigenvalues ``lambda`` log-spaced over [0.5, 2] (condition number 4), both drawn from a fixed
-    seed mixed with ``dim``. Arrays are float64 and read-only.
-    """
-
-    dim: int
-    mean: np.ndarray = field(init=False, repr=False)  # float64 [dim]
-    cov: np.ndarray = field(init=False, repr=False)  # float64 [dim, dim]
-    cholesky: np.ndarray = field(init=False, repr=False)  # float64 [dim, dim], lower, cov = L L^T
-
-    def __post_init__(self) -> None:
-        d = self.dim
-        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_GAUSSIAN_DIM:
-            raise ValueError(f"GaussianDensity dim must be an integer in 1..{MAX_GAUSSIAN_DIM}, got {d!r}")
-        rng = np.random.default_rng(np.random.SeedSequence([_GAUSSIAN_PARAMS_ENTROPY, d]))
-        mean = rng.standard_normal(d)
-        q, r = np.linalg.qr(rng.standard_normal((d, d)))
-        q = q * np.sign(np.diag(r))
-        cov = (q * np.geomspace(*GAUSSIAN_EIGENVALUE_RANGE, d)) @ q.T
-        cov = (cov + cov.T) / 2
-        object.__setattr__(self, "mean", _frozen(mean))
-        object.__setattr__(self, "cov", _frozen(cov))
-        object.__setattr__(self, "cholesky", _frozen(np.linalg.cholesky(cov)))
-
-    def log_prob(self, x: np.ndarray) -> np.ndarray:
-        """Exact log density in nats, float64 [N], of points ``x`` [N, dim] (any float dtype)."""
-        from scipy.linalg import solve_triangular
-
-        x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"log_prob expects points [N, {self.dim}], got shape {list(x.shape)}")
-        z = solve_triangular(self.cholesky, (x - self.mean).T, lower=True)
-        log_det = 2 * np.log(np.diag(self.cholesky)).sum()
-        return -0.5 * (np.einsum("ij,ij->j", z, z) + log_det + self.dim * np.log(2 * np.pi))
-
-    def sample(self, n: int, seed: int | np.random.SeedSequence) -> np.ndarray:
-        """``n`` independent draws, float32 [n, dim], from ``np.random.default_rng(seed)``."""
-        z = np.random.default_rng(seed).standard_normal((n, self.dim))
-        return (self.mean + z @ self.cholesky.T).astype(np.float32)
-
-
-@functools.lru_cache(maxsize=4)
-def gaussian_density(dim: int) -> GaussianDensity:
-    """The (cached) :class:`GaussianDensity` of dimension ``dim``."""
-    return GaussianDensity(dim)
+    mixture = MIXTURES.get(toy)
+    meta = DatasetMeta(mixture=mixture, log_density=None if mixture is None else mixture.log_prob)
+    return Dataset(name=f"{toy}-{split}", x=x.astype(np.float32), labels=labels, kind="tabular", source=source, meta=meta)
 
 
 def load_gaussian(dim: int, split: str, *, num_samples: int | None = None, seed: int = 0) -> Dataset:
@@ -192,4 +125,5 @@ def load_gaussian(dim: int, split: str, *, num_samples: int | None = None, seed:
     n = _num_samples(num_samples)
     x = gaussian_density(dim).sample(n, split_seed(seed, split))
     source = f"harness.datasets.toys GaussianDensity(dim={dim}): {n} samples, seed {seed}, {split} stream"
-    return Dataset(name=f"gaussian-{dim}-{split}", x=x, labels=None, kind="tabular", source=source)
+    meta = DatasetMeta(log_density=gaussian_density(dim).log_prob)
+    return Dataset(name=f"gaussian-{dim}-{split}", x=x, labels=None, kind="tabular", source=source, meta=meta)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from harness.drift import paired_block_stderr
+from harness.core.stats import paired_block_stderr
 
 __all__ = ["SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "Claim", "Estimate", "Verdict", "estimate", "evaluate_claim"]
 

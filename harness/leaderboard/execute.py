@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.atomic import atomic_open, write_json
+from harness.core.atomic import atomic_open, write_json
 from harness.leaderboard.suite import LeaderboardSuite, Row, content_key
 
 __all__ = ["record_path", "run_suite", "train_keys"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.atomic import atomic_open
+from harness.core.atomic import atomic_open
 from harness.leaderboard.claims import Estimate, Verdict, estimate, evaluate_claim
 from harness.leaderboard.columns import COLUMNS, column_blocks, column_value
 from harness.leaderboard.suite import LeaderboardSuite, Row

@@ -197,7 +197,7 @@ def _row(entry: Any, where: str, suite: dict[str, Any], defaults: dict[str, Any]
         raise ValueError(f"{where}: id must match {_ID.pattern}, got {row_id!r}")
     where = f"{where} ({row_id})"
     if entry["model"] not in MODELS:
-        from harness.registry import RegistryError
+        from harness.core.registry import RegistryError
 
         try:
             MODELS.get(entry["model"])

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from harness.atomic import write_json
+from harness.core.atomic import write_json
 
 SCHEMA = "genbench.record/1"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from harness.registry import Registry
+from harness.core.registry import Registry
 
 if TYPE_CHECKING:
     import torch

@@ -2,7 +2,7 @@
 
 Results computed with these extractors are "Fréchet distance in the mnist-cnn feature space"
 (or fashion-mnist-cnn), never FID: the network is a 28×28 grayscale digit/clothing classifier
-trained by :mod:`metrics.features.train_classifier`, not Inception-v3.
+trained by :mod:`harness.train_classifier`, not Inception-v3.
 
 Architecture (``ARCHITECTURE``), input ``[B, 1, 28, 28]`` float::
 
@@ -65,7 +65,7 @@ class ClassifierSpec:
     @property
     def train_command(self) -> str:
         return (
-            f"python -m metrics.features.train_classifier --dataset {self.train_dataset} "
+            f"python -m harness.train_classifier --dataset {self.train_dataset} "
             f"--eval-dataset {self.eval_dataset} --out metrics/features/weights/{self.weights_file} --seed 0"
         )
 

@@ -2,9 +2,9 @@
 
 Reproduce the committed weights with::
 
-    python -m metrics.features.train_classifier --dataset mnist5k-train --eval-dataset mnist5k-test \\
+    python -m harness.train_classifier --dataset mnist5k-train --eval-dataset mnist5k-test \\
         --out metrics/features/weights/mnist-cnn.pt --seed 0
-    python -m metrics.features.train_classifier --dataset fashion-mnist-train \\
+    python -m harness.train_classifier --dataset fashion-mnist-train \\
         --eval-dataset fashion-mnist-test --out metrics/features/weights/fashion-mnist-cnn.pt --seed 0
 
 Writes the state dict (plain tensors, loadable with ``torch.load(..., weights_only=True)``) and a
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from harness.atomic import atomic_open, write_json
+from harness.core.atomic import atomic_open, write_json
 from harness.datasets import load_dataset
 from metrics.features.classifier import (
     ARCHITECTURE,
@@ -153,7 +153,7 @@ def save_weights(state: dict[str, torch.Tensor], out: Path, provenance: dict[str
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse the command line (see the module docstring)."""
     parser = argparse.ArgumentParser(
-        prog="python -m metrics.features.train_classifier",
+        prog="python -m harness.train_classifier",
         description="Train a SmallCNN feature extractor deterministically on CPU; writes <out>.pt and <out>.json.",
     )
     parser.add_argument("--dataset", required=True, help="training dataset name, e.g. mnist5k-train")
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "rgb_to_gray": list(BT601_WEIGHTS), "resize": RESIZE},
         "deterministic": {"use_deterministic_algorithms": True, "num_threads": config.num_threads},
         "torch_version": torch.__version__,
-        "command": shlex.join(["python", "-m", "metrics.features.train_classifier", *argv]),
+        "command": shlex.join(["python", "-m", "harness.train_classifier", *argv]),
     }
     sidecar = save_weights(state, args.out, provenance)
     logger.info("wrote %s (%d bytes, sha256 %s) and its .json sidecar", args.out, sidecar["size_bytes"], sidecar["sha256"])

@@ -15,7 +15,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from torch import Tensor
 
-from harness.rng import BatchRNG
+from harness.core.rng import BatchRNG
 
 
 @dataclass(frozen=True)

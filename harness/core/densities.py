@@ -1,0 +1,123 @@
+"""Distributions whose exact properties are known: the mixture toys' components and fixed Gaussians.
+
+Data sets carry these as metadata (:class:`harness.datasets.base.DatasetMeta`), so that a metric
+that needs the mixture centres or the exact log-density asks the data for them, and baselines
+that are exact references (``baselines.analytic``) build on the same parameters. Pure numpy.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianMixture:
+    """An equal-weight mixture of isotropic Gaussians in the plane (or any dimension).
+
+    Attributes:
+        name: short name recorded with the mode metrics (``"8gaussians"``).
+        centers: float64 [M, D] component means, in label order.
+        std: σ, the per-coordinate standard deviation of every component.
+    """
+
+    name: str
+    centers: np.ndarray
+    std: float
+
+    def __post_init__(self) -> None:
+        centers = np.asarray(self.centers, dtype=np.float64)
+        if centers.ndim != 2 or len(centers) < 1:
+            raise ValueError(f"mixture centers must be [M, D] with M >= 1, got shape {list(centers.shape)}")
+        if not (isinstance(self.std, (int, float)) and math.isfinite(self.std) and self.std > 0):
+            raise ValueError(f"mixture std must be a positive number, got {self.std!r}")
+        object.__setattr__(self, "centers", _frozen(centers.copy()))
+        object.__setattr__(self, "std", float(self.std))
+
+    def log_prob(self, x: np.ndarray) -> np.ndarray:
+        """Exact log density in nats, float64 [N], of points ``x`` [N, D]."""
+        x = np.asarray(x, dtype=np.float64)
+        m, d = self.centers.shape
+        sq = ((x[:, None, :] - self.centers[None]) ** 2).sum(-1)  # [N, M]
+        log_comp = -0.5 * sq / self.std**2 - d * math.log(self.std) - 0.5 * d * math.log(2 * math.pi)
+        top = log_comp.max(axis=1, keepdims=True)
+        return (top[:, 0] + np.log(np.exp(log_comp - top).sum(axis=1))) - math.log(m)
+
+
+EIGHT_GAUSSIANS_RADIUS = 2.0
+EIGHT_GAUSSIANS_STD = 0.02
+EIGHT_GAUSSIANS_CENTERS = _frozen(
+    EIGHT_GAUSSIANS_RADIUS * np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], axis=1)
+)
+"""float64 [8, 2]: the 8gaussians mode centers, in label order."""
+TWENTYFIVE_GAUSSIANS_STD = 0.05
+TWENTYFIVE_GAUSSIANS_CENTERS = _frozen(
+    np.array([(x, y) for x in (-4.0, -2.0, 0.0, 2.0, 4.0) for y in (-4.0, -2.0, 0.0, 2.0, 4.0)])
+)
+"""float64 [25, 2]: the 25gaussians mode centers, in label order."""
+EIGHT_GAUSSIANS = GaussianMixture("8gaussians", EIGHT_GAUSSIANS_CENTERS, EIGHT_GAUSSIANS_STD)
+TWENTYFIVE_GAUSSIANS = GaussianMixture("25gaussians", TWENTYFIVE_GAUSSIANS_CENTERS, TWENTYFIVE_GAUSSIANS_STD)
+
+
+MAX_GAUSSIAN_DIM = 4096
+_GAUSSIAN_PARAMS_ENTROPY = 0x6E6B5A  # fixes every GaussianDensity's mean and covariance
+GAUSSIAN_EIGENVALUE_RANGE = (0.5, 2.0)
+
+
+@dataclass(frozen=True, eq=False)
+class GaussianDensity:
+    """N(mean, cov) in ``dim`` dimensions with parameters fixed by ``dim`` alone.
+
+    ``mean ~ N(0, I)`` and ``cov = Q diag(lambda) Q^T`` with Q a random orthogonal matrix and the
+    eigenvalues ``lambda`` log-spaced over [0.5, 2] (condition number 4), both drawn from a fixed
+    seed mixed with ``dim``. Arrays are float64 and read-only.
+    """
+
+    dim: int
+    mean: np.ndarray = field(init=False, repr=False)  # float64 [dim]
+    cov: np.ndarray = field(init=False, repr=False)  # float64 [dim, dim]
+    cholesky: np.ndarray = field(init=False, repr=False)  # float64 [dim, dim], lower, cov = L L^T
+
+    def __post_init__(self) -> None:
+        d = self.dim
+        if isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_GAUSSIAN_DIM:
+            raise ValueError(f"GaussianDensity dim must be an integer in 1..{MAX_GAUSSIAN_DIM}, got {d!r}")
+        rng = np.random.default_rng(np.random.SeedSequence([_GAUSSIAN_PARAMS_ENTROPY, d]))
+        mean = rng.standard_normal(d)
+        q, r = np.linalg.qr(rng.standard_normal((d, d)))
+        q = q * np.sign(np.diag(r))
+        cov = (q * np.geomspace(*GAUSSIAN_EIGENVALUE_RANGE, d)) @ q.T
+        cov = (cov + cov.T) / 2
+        object.__setattr__(self, "mean", _frozen(mean))
+        object.__setattr__(self, "cov", _frozen(cov))
+        object.__setattr__(self, "cholesky", _frozen(np.linalg.cholesky(cov)))
+
+    def log_prob(self, x: np.ndarray) -> np.ndarray:
+        """Exact log density in nats, float64 [N], of points ``x`` [N, dim] (any float dtype)."""
+        from scipy.linalg import solve_triangular
+
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"log_prob expects points [N, {self.dim}], got shape {list(x.shape)}")
+        z = solve_triangular(self.cholesky, (x - self.mean).T, lower=True)
+        log_det = 2 * np.log(np.diag(self.cholesky)).sum()
+        return -0.5 * (np.einsum("ij,ij->j", z, z) + log_det + self.dim * np.log(2 * np.pi))
+
+    def sample(self, n: int, seed: int | np.random.SeedSequence) -> np.ndarray:
+        """``n`` independent draws, float32 [n, dim], from ``np.random.default_rng(seed)``."""
+        z = np.random.default_rng(seed).standard_normal((n, self.dim))
+        return (self.mean + z @ self.cholesky.T).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def gaussian_density(dim: int) -> GaussianDensity:
+    """The (cached) :class:`GaussianDensity` of dimension ``dim``."""
+    return GaussianDensity(dim)

@@ -1,0 +1,1 @@
+"""Run records: the typed record, its schema version and migration, reading and writing."""
