@@ -24,9 +24,11 @@ and over the D dimensions (L_CFM / D), which only rescales the gradient.
 Sampling: integrate dx/dt = v_θ(x, t) from x(0) ~ N(0, I) to t_max with fixed-step Euler (NFE = N),
 explicit midpoint (NFE = 2N), Heun's 2nd-order method (NFE = 2N), or adaptive Dormand–Prince 5(4)
 through torchode (``"dopri5"``; per-example step sizes, NFE = forward calls of the network on the
-batch, = 2 + 6 · attempted steps of the slowest example). Every network evaluation goes through
-``self.net``, so ``harness.core.nfe.counting`` counts it. The initial noise of example i comes from
-``rng.normal`` (per-example seeded); sampling is deterministic after that.
+batch, = 2 + 6 · attempted steps of the slowest example), all from :mod:`harness.core.ode`;
+``trajectory(z0, steps=N)`` returns the N + 1 Euler states (the ``FlowTrajectory`` capability).
+Every network evaluation goes through ``self.net``, so ``harness.core.nfe.counting`` counts it. The
+initial noise of example i comes from ``rng.normal`` (per-example seeded); sampling is deterministic
+after that.
 
 Probability flow: the learned ODE itself, ``t_span = (t_max, 0)`` (data at t_max, prior N(0, I) at 0),
 ``ode_drift(x, t) = v_θ(x, t)``; ``metrics.likelihood_ode`` integrates the decreasing time span.
@@ -46,7 +48,7 @@ Rectified flow (Liu et al. 2023):
   (``train_reflow(..., distill=True)`` or ``--model-arg distill=true``; squared error, as LPIPS
   does not apply to 2-D data); the distilled generator is ``sample(n, rng, sampler="euler", steps=1)``.
 
-Straightness S(Z) of the learned flows: :mod:`metrics.straightness`.
+Straightness S(Z) of the learned flows: :mod:`metrics.straightness` on :meth:`FlowMatching.trajectory`.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ import torch
 from torch import Tensor, nn
 
 from baselines.nets import MLP, SmallUNet
+from harness.core import ode
 from harness.core.entries import ModelEntry
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
@@ -72,7 +75,7 @@ __all__ = ["FlowMatching", "FlowMatchingConfig", "REGISTRY", "RectifiedFlow", "c
 PATHS = ("ot", "vp")
 SAMPLERS = ("euler", "midpoint", "heun", "dopri5")
 FIXED_SAMPLERS = ("euler", "midpoint", "heun")
-EVALS_PER_STEP = {"euler": 1, "midpoint": 2, "heun": 2}
+EVALS_PER_STEP = {s: ode.EVALS_PER_STEP[s] for s in FIXED_SAMPLERS}
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -174,7 +177,7 @@ class FlowMatchingConfig:
 
 
 class FlowMatching(nn.Module):
-    """Conditional flow matching with the OT or VP path; a Sampler and a ProbabilityFlow.
+    """Conditional flow matching with the OT or VP path; a Sampler, a ProbabilityFlow and a FlowTrajectory.
 
     ``net(x [B, *shape], t [B]) -> v [B, *shape]`` is the velocity field v_θ(x, t), t in [0, t_max].
     Config: :class:`FlowMatchingConfig` (keyword arguments of the constructor).
@@ -293,73 +296,57 @@ class FlowMatching(nn.Module):
 
     # ----- sampling ---------------------------------------------------------------------------
 
-    def _velocity(self, x: Tensor, t: float | Tensor) -> Tensor:
-        if not torch.is_tensor(t):
-            t = torch.full((x.shape[0],), float(t), dtype=x.dtype, device=x.device)
-        return self.net(x, t)
+    def _drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """v_θ(x, t) for ``harness.core.ode``: x [B, *shape], t [B] float64, cast to x's dtype for the network."""
+        return self.net(x, t.to(x.dtype))
 
     @torch.no_grad()
-    def integrate(self, z0: Tensor, *, sampler: str | None = None, steps: int | None = None,
-                  return_trajectory: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """Solve dx/dt = v_θ(x, t) from x(0) = z0 [B, *shape] to t_max; returns x(t_max).
+    def integrate(self, z0: Tensor, *, sampler: str | None = None, steps: int | None = None) -> Tensor:
+        """Solve dx/dt = v_θ(x, t) from x(0) = z0 [B, *shape] (the prior) to t_max (data); returns x(t_max).
 
-        Fixed-step samplers use N = ``steps`` equal steps h = t_max / N:
-        Euler x ← x + h v(x, t) (NFE N); midpoint x ← x + h v(x + h/2 v(x, t), t + h/2) (NFE 2N);
-        Heun x ← x + h/2 (k1 + v(x + h k1, t + h)) (NFE 2N; Karras et al. 2022, Alg. 1 without the
-        last-step shortcut). ``return_trajectory`` (fixed-step only) also returns the states on
-        the grid, [N + 1, B, *shape]. ``dopri5``: torchode Dopri5 + IntegralController (rtol, atol).
+        Fixed-step samplers (``harness.core.ode.fixed_step``) use N = ``steps`` equal steps h = t_max / N
+        from t = 0: Euler x ← x + h v(x, t) (NFE N); midpoint x ← x + h v(x + h/2 v(x, t), t + h/2)
+        (NFE 2N); Heun x ← x + h/2 (k1 + v(x + h k1, t + h)) (NFE 2N; Karras et al. 2022, Alg. 1
+        without the last-step shortcut). ``dopri5``: ``harness.core.ode.adaptive`` (torchode Dopri5 +
+        IntegralController with the config's rtol, atol, max_steps; float64 state, per-example steps).
+
+        Returns:
+            [B, *shape] in z0's dtype. Raises ValueError if a dopri5 solve fails.
         """
         c = self.config
         sampler = sampler or c.sampler
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         if sampler == "dopri5":
-            if return_trajectory:
-                raise ValueError("return_trajectory needs a fixed-step sampler (euler, midpoint, heun)")
             if steps is not None:
                 raise ValueError("dopri5 is adaptive; steps applies to euler, midpoint and heun only")
             return self._dopri5(z0)
         steps = c.sample_steps if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive int, got {steps!r}")
-        h = c.t_max / steps
-        x = z0
-        traj = [x] if return_trajectory else None
-        for k in range(steps):
-            t = k * h
-            k1 = self._velocity(x, t)
-            if sampler == "euler":
-                x = x + h * k1
-            elif sampler == "midpoint":
-                x = x + h * self._velocity(x + 0.5 * h * k1, t + 0.5 * h)
-            else:
-                x = x + 0.5 * h * (k1 + self._velocity(x + h * k1, t + h))
-            if traj is not None:
-                traj.append(x)
-        return (x, torch.stack(traj)) if traj is not None else x
+        return ode.fixed_step(self._drift, z0, 0.0, c.t_max, method=sampler, steps=steps)
+
+    @torch.no_grad()
+    def trajectory(self, z0: Tensor, *, steps: int) -> Tensor:
+        """Euler states of dx/dt = v_θ(x, t) from the prior z0 [B, *shape] at t = 0 to the data end t_max.
+
+        The uniform grid t_k = k t_max / N, k = 0..N (N = ``steps``), the same arithmetic as
+        ``integrate(z0, sampler="euler", steps=N)`` (whose result is the last state). The input of
+        ``metrics.straightness`` (``FlowTrajectory`` capability). NFE = N.
+
+        Returns:
+            [N + 1, B, *shape] in z0's dtype: first z0, last x(t_max).
+        """
+        return ode.fixed_step_trajectory(self._drift, z0, 0.0, self.config.t_max, method="euler", steps=steps)
 
     def _dopri5(self, z0: Tensor) -> Tensor:
-        import torchode as to
-
         c, b = self.config, z0.shape[0]
-        shape, dtype = tuple(z0.shape[1:]), z0.dtype
-
-        def f(t: Tensor, y: Tensor) -> Tensor:
-            # state, times and error norms in float64; the network in the samples' dtype
-            return self.net(y.reshape(b, *shape).to(dtype), t.to(dtype)).reshape(b, -1).to(torch.float64)
-
-        term = to.ODETerm(f)
-        method = to.Dopri5(term=term)
-        controller = to.IntegralController(atol=c.atol, rtol=c.rtol, term=term).to(z0.device)
-        solver = to.AutoDiffAdjoint(method, controller, max_steps=c.max_steps)
-        t_start = torch.zeros(b, dtype=torch.float64, device=z0.device)
-        problem = to.InitialValueProblem(z0.reshape(b, -1).to(torch.float64), t_start, torch.full_like(t_start, c.t_max))
-        sol = solver.solve(problem)
-        failed = sol.status.to(torch.long) != to.Status.SUCCESS.value
+        result = ode.adaptive(self._drift, z0, 0.0, c.t_max, rtol=c.rtol, atol=c.atol, max_steps=c.max_steps)
+        failed = result.failed
         if failed.any():
             raise ValueError(f"dopri5 did not reach t={c.t_max} for {int(failed.sum())} of {b} samples "
-                             f"(torchode status {sorted(set(sol.status[failed].tolist()))}; max_steps={c.max_steps})")
-        return sol.ys[:, -1].reshape(b, *shape).to(dtype)
+                             f"(torchode status {sorted(set(result.status[failed].tolist()))}; max_steps={c.max_steps})")
+        return result.x.to(z0.dtype)
 
     @torch.no_grad()
     def sample(self, n: int, rng: BatchRNG, *, sampler: str | None = None, steps: int | None = None) -> Tensor:

@@ -37,7 +37,7 @@ k = 0..N (ε = ``sample_eps``: 1e-5 VE, 1e-3 VP/sub-VP, the paper's code default
   which gave Σ̂₂₂ = 1.45–1.53 there. In high dimensions the ‖z‖² bias vanishes ((D + 2)/D → 1) and
   ``"example"`` is the paper's rule without the batch average.
 * ``"ode"``: the probability-flow ODE (eq. 13) dx/dt = f x − ½g² s_θ integrated from 1 to ε with
-  Heun's method (2 evaluations every step). NFE = 2N.
+  Heun's method (``harness.core.ode.fixed_step``, 2 evaluations every step). NFE = 2N.
 * ``denoise=True`` adds one Tweedie step at t = ε: x ← (x + s(ε)² s_θ(x, ε))/m(ε) (the paper's
   "final denoising step", sec. 4.3 / App. G). NFE + 1.
 
@@ -55,6 +55,7 @@ from torch import Tensor, nn
 from baselines.ddpm import StepNoise, _as_tuple, check_rng
 from baselines.nets import MLP, SmallUNet
 from harness.core.entries import ModelEntry
+from harness.core.ode import fixed_step
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
 
@@ -296,17 +297,14 @@ class ScoreSDE(nn.Module):
         shape = self.data_spec.shape
         x = rng.normal(shape).to(device) * self.sde.prior_std
         eps = self.sample_eps
+        if sampler == "ode":  # Heun from t = 1 to ε: h = −(1 − ε)/N, the grid t_k = 1 − k(1 − ε)/N
+            x = fixed_step(self.ode_drift, x, 1.0, eps, method="heun", steps=num)
+            return self._denoise(x, eps) if denoise else x
         dt = (1.0 - eps) / num
         per_step = 1 + (self.config.n_corrector if sampler == "pc" else 0)
-        noise = StepNoise(rng.child(sampler), num * per_step, shape) if sampler != "ode" else None
+        noise = StepNoise(rng.child(sampler), num * per_step, shape)
         for k in range(num):
             t = torch.full((n,), 1.0 - k * dt, dtype=torch.float64, device=device)
-            if sampler == "ode":
-                d1, _ = self._reverse_drift(x, t, ode=True)
-                x_pred = x - d1 * dt
-                d2, _ = self._reverse_drift(x_pred, t - dt, ode=True)
-                x = x - 0.5 * (d1 + d2) * dt
-                continue
             if sampler == "pc":
                 # score_sde's α_i = 1 − β_i of the discretised VP chain; exp(−β dt) equals it to first order
                 # and stays positive when steps are few (1 − β dt < 0 once β dt > 1, i.e. NaN steps).
@@ -319,11 +317,16 @@ class ScoreSDE(nn.Module):
                     x = x + step * grad + torch.sqrt(2 * step) * z
             drift, g = self._reverse_drift(x, t, ode=False)
             x = x - drift * dt + self._bc(g * math.sqrt(dt), x) * noise(k * per_step, device)
-        if denoise:
-            t = torch.full((n,), eps, dtype=torch.float64, device=device)
-            mean, std = self.sde.marginal(t)
-            x = (x + self._bc(std**2, x) * self.score(x, t)) / self._bc(mean, x)
-        return x
+        return self._denoise(x, eps) if denoise else x
+
+    def _denoise(self, x: Tensor, eps: float) -> Tensor:
+        """The final denoising (Tweedie) step at t = ε, x [B, *shape]: (x + s(ε)² s_θ(x, ε)) / m(ε).
+
+        Song et al. 2021, sec. 4.3 / App. G; one NFE.
+        """
+        t = torch.full((x.shape[0],), eps, dtype=torch.float64, device=x.device)
+        mean, std = self.sde.marginal(t)
+        return (x + self._bc(std**2, x) * self.score(x, t)) / self._bc(mean, x)
 
     # -------------------------------------------------------------------------------- probability flow
     def ode_drift(self, x: Tensor, t: Tensor) -> Tensor:

@@ -18,16 +18,18 @@ Divergence:
     ``likelihood.py``; torchcfm's redraw per call is the pitfall avoided). One VJP per probe.
     Unbiased for log p in expectation over the probes (Grathwohl et al. 2019, FFJORD, sec. 3.1).
 
-Solver: torchode (Lienen & Günnemann 2022), which keeps one time, step size, step-size controller
-state and error norm per example. Example i's value therefore does not depend on its batch-mates
-(score_sde flattens the batch into one scipy state, so one sample's bpd depends on the others).
-The state [x, Δ] is float64 (both the trajectory and the log-det accumulator); the drift is
-evaluated in the dtype of ``x`` and its output cast to float64.
+Solver: ``harness.core.ode.adaptive`` / ``fixed_step_torchode``, i.e. torchode (Lienen & Günnemann
+2022), which keeps one time, step size, step-size controller state and error norm per example.
+Example i's value therefore does not depend on its batch-mates (score_sde flattens the batch into
+one scipy state, so one sample's bpd depends on the others). The state [x, Δ] is float64 (both
+the trajectory and the log-det accumulator); the drift is evaluated in the dtype of ``x`` and its
+output cast to float64.
 
 torchode integrates in a normalized time s in [0, S] with t = t0 + (t1 - t0) s / S and
 d/ds = (dt/ds) d/dt. Adaptive solves use S = 1; fixed-step solves use S = ``steps`` and ds = 1, so
 the grid is exact integers: with raw times, the rounded sum of N steps can fall short of t1 and
-torchode 1.0.1 then takes an extra tiny step (observed, e.g. N = 7 on [0, 1]).
+torchode 1.0.1 then takes an extra tiny step (observed, e.g. N = 7 on [0, 1]). The mapping is done
+here, in ``_Augmented``; ``fixed_step_torchode`` on [0, N] then calls it as is.
 
 NFE conventions. One *evaluation* is one call of ``model.ode_drift`` on the batch, plus
 ``num_probes`` VJPs (Hutchinson) or D VJPs (exact) through that same call; the drift is never
@@ -37,7 +39,7 @@ evaluations the solver spent on that example, i.e. what it costs solved alone:
   * Euler:  N               (1 per step)
   * Heun:   2N              (both stages every step; torchode does not skip the last correction,
                              so not EDM's 2N - 1)
-  * RK4:    4N              (classical RK4; torchode 1.0.1 has none, ``_RK4`` below adds the tableau)
+  * RK4:    4N              (classical RK4; torchode 1.0.1 has none, ``harness.core.ode`` adds the tableau)
   * dopri5: 2 + 6 · n_steps (2 for the initial step-size selection, whose first evaluation is
                              reused as the first stage; 6 new stages per attempted step, accepted
                              or rejected, the 7th being first-same-as-last)
@@ -54,11 +56,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-import torchode as to
 from torch import Tensor, nn
-from torchode.interpolation import ThirdOrderPolynomialInterpolation
-from torchode.single_step_methods.runge_kutta import ButcherTableau, ERKInterpolationData, ExplicitRungeKutta
 
+from harness.core import ode
 from harness.core.nfe import NFECounter
 from harness.core.protocols import ProbabilityFlow
 from harness.core.rng import BatchRNG
@@ -68,10 +68,8 @@ logger = logging.getLogger(__name__)
 
 _DIVERGENCES = ("exact", "hutchinson")
 _PROBES = ("rademacher", "gaussian")
-_ADAPTIVE = ("dopri5",)
-_FIXED = ("euler", "heun", "rk4")
-_EVALS_PER_STEP = {"euler": 1, "heun": 2, "rk4": 4, "dopri5": 6}
-_INITIAL_EVALS = {"euler": 0, "heun": 0, "rk4": 0, "dopri5": 2}
+_ADAPTIVE = ode.ADAPTIVE_METHODS
+_FIXED = ode.TORCHODE_FIXED_METHODS
 
 
 @dataclass(frozen=True)
@@ -156,7 +154,7 @@ class ODELikelihoodResult:
     probe_stream: str | None
 
     def protocol(self) -> dict[str, object]:
-        """What a reader needs to reproduce or compare the number (metric-anchors.md §3, item 9)."""
+        """What a reader needs to reproduce or compare the number."""
         c = self.config
         out: dict[str, object] = {"estimator": c.estimator,
                                   "num_probes": None if c.divergence == "exact" else c.num_probes,
@@ -165,30 +163,11 @@ class ODELikelihoodResult:
             out.update(rtol=c.rtol, atol=c.atol, max_steps=c.max_steps, error_norm="per-example rms over [x, delta]")
         else:
             out.update(steps=c.steps)
-        out.update(t_span=list(self.t_span), state_dtype="float64", library=f"torchode {to.__version__}",
+        out.update(t_span=list(self.t_span), state_dtype="float64", library=ode.library(),
                    nfe_meaning="one ode_drift call on the batch; each also does "
                    + ("D VJPs (exact trace)" if c.divergence == "exact" else f"{c.num_probes} VJP(s), one per probe"),
                    forward_calls=self.forward_calls, vjp_calls=self.vjp_calls)
         return out
-
-
-class _RK4(ExplicitRungeKutta):
-    """Classical 4th-order Runge-Kutta for torchode (absent in 1.0.1); fixed-step use only."""
-
-    TABLEAU = ButcherTableau.from_lists(c=[0.0, 0.5, 0.5, 1.0], a=[[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]],
-                                        b=[1 / 6, 1 / 3, 1 / 3, 1 / 6], b_err=[0.0, 0.0, 0.0, 0.0])
-
-    def __init__(self, term: to.ODETerm | None = None) -> None:
-        super().__init__(term, _RK4.TABLEAU)
-
-    def convergence_order(self) -> int:
-        return 4
-
-    def build_interpolation(self, data: ERKInterpolationData) -> ThirdOrderPolynomialInterpolation:
-        return ThirdOrderPolynomialInterpolation.from_k(data.t0, data.dt, data.y0, data.y1, data.k)
-
-
-_METHODS = {"dopri5": to.Dopri5, "euler": to.Euler, "heun": to.Heun, "rk4": _RK4}
 
 
 class _Drift(nn.Module):
@@ -203,7 +182,10 @@ class _Drift(nn.Module):
 
 
 class _Augmented:
-    """d/ds [x, Δ] on the flat float64 state [B, D + 1], in normalized time s (module docstring)."""
+    """d/ds [x, Δ] on the flat float64 state y [B, D + 1] at normalized times s [B] (module docstring).
+
+    A ``harness.core.ode`` drift: ``func(y, s)``, called by the solver on [0, scale].
+    """
 
     def __init__(self, drift: NFECounter, shape: tuple[int, ...], dtype: torch.dtype, t0: float, t1: float,
                  scale: float, probes: Tensor | None) -> None:
@@ -212,7 +194,7 @@ class _Augmented:
         self.probes = probes  # [B, K, *shape] or None for the exact trace
         self.bad_t: tuple[Tensor, Tensor] | None = None  # per-example first/last t of a non-finite drift (no sync)
 
-    def __call__(self, s: Tensor, y: Tensor) -> Tensor:
+    def __call__(self, y: Tensor, s: Tensor) -> Tensor:
         b = y.shape[0]
         t = self.t0 + self.dt_ds * s  # [B] float64
         with torch.enable_grad():
@@ -295,20 +277,13 @@ def ode_log_likelihood(model: ProbabilityFlow, x: Tensor, *, config: ODELikeliho
     scale = 1.0 if config.adaptive else float(config.steps)
     func = _Augmented(drift, shape, x.dtype, t0, t1, scale, probes)
 
-    term = to.ODETerm(func)
-    method = _METHODS[config.solver](term=term)
-    if config.adaptive:
-        controller = to.IntegralController(atol=config.atol, rtol=config.rtol, term=term).to(x.device)
-        solver, dt0 = to.AutoDiffAdjoint(method, controller, max_steps=config.max_steps), None
-    else:
-        solver = to.AutoDiffAdjoint(method, to.FixedStepController())
-        dt0 = torch.ones(b, dtype=torch.float64, device=x.device)
     with torch.inference_mode(False), torch.no_grad():
         y0 = torch.cat([x.detach().reshape(b, dim).to(torch.float64), x.new_zeros(b, 1, dtype=torch.float64)], dim=1)
-        s_start = torch.zeros(b, dtype=torch.float64, device=x.device)
-        problem = to.InitialValueProblem(y0, s_start, torch.full_like(s_start, scale))
-        sol = solver.solve(problem, term=term, dt0=dt0)
-        y1 = sol.ys[:, -1]
+        if config.adaptive:
+            sol = ode.adaptive(func, y0, 0.0, scale, rtol=config.rtol, atol=config.atol, max_steps=config.max_steps)
+        else:
+            sol = ode.fixed_step_torchode(func, y0, 0.0, scale, method=config.solver, steps=config.steps)
+        y1 = sol.x
         z = y1[:, :-1].to(x.dtype).reshape(b, *shape)
         prior = model.prior_log_prob(z).to(torch.float64).reshape(b)
     delta = y1[:, -1]
@@ -319,7 +294,7 @@ def ode_log_likelihood(model: ProbabilityFlow, x: Tensor, *, config: ODELikeliho
         bad = torch.isfinite(lo)
         raise ValueError(f"ode_drift or its divergence was NaN/Inf for {int(bad.sum())} of {b} examples, "
                          f"at t in [{float(lo[bad].min()):.6g}, {float(hi[bad].max()):.6g}]")
-    failed = sol.status.to(torch.long) != to.Status.SUCCESS.value
+    failed = sol.failed
     if failed.any():
         codes = sorted(set(sol.status[failed].tolist()))
         raise ValueError(f"the {config.solver} solve did not reach t={t1} for {int(failed.sum())} of {b} examples "
@@ -328,12 +303,12 @@ def ode_log_likelihood(model: ProbabilityFlow, x: Tensor, *, config: ODELikeliho
     if nonfinite.any():
         raise ValueError(f"log p(x) is NaN/Inf for {int(nonfinite.sum())} of {b} examples (prior_log_prob or the solution)")
 
-    stats = {k: sol.stats[k].to("cpu", torch.long) for k in ("n_steps", "n_accepted", "n_f_evals")}
-    nfe = _INITIAL_EVALS[config.solver] + _EVALS_PER_STEP[config.solver] * stats["n_steps"]
+    stats = {"n_steps": sol.n_steps, "n_accepted": sol.n_accepted, "n_f_evals": sol.n_f_evals}
+    nfe = sol.nfe
     calls = drift.count.forward_calls
     if int(nfe.max()) != calls or bool((stats["n_f_evals"] != calls).any()):
         raise RuntimeError(f"NFE bookkeeping mismatch: per-example max {int(nfe.max())}, counted calls {calls}, "
-                           f"torchode n_f_evals {stats['n_f_evals'].unique().tolist()} (torchode {to.__version__})")
+                           f"torchode n_f_evals {stats['n_f_evals'].unique().tolist()} ({ode.library()})")
     logger.debug("PF-ODE likelihood: %d examples, %s, %d drift calls, max NFE %d", b, config.solver, calls, int(nfe.max()))
     return ODELikelihoodResult(log_prob=log_prob, prior_log_prob=prior, delta_log_prob=delta, z=z, nfe=nfe,
                                forward_calls=calls, vjp_calls=drift.count.vjp_calls, solver_stats=stats,
