@@ -152,18 +152,22 @@ class LinearGaussianVAE(nn.Module):
         mean = self.encoder(x.to(self._decoder.bias.dtype))
         return mean, self.enc_logvar.expand_as(mean)
 
-    def elbo(self, x: Tensor, *, num_importance: int = 1, generator: torch.Generator | None = None) -> Tensor:
+    def elbo(self, x: Tensor, *, num_importance: int = 1, rng: BatchRNG | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
         """IWAE bound L_k (Burda et al. 2016, eq. 8), x [B, D] -> [B] nats.
 
         k = 1: the ELBO in closed form (Kingma & Welling 2014, eq. 3), no Monte-Carlo noise:
         E_q[log p(x|z)] = −D/2 log 2πσ² − (‖x − Wμ − b‖² + Σ_{d,u} W_du² s_u²) / 2σ², minus
         KL(q‖p) = ½ Σ_u (μ_u² + s_u² − log s_u² − 1).
         k > 1: L_k = log (1/k) Σ_i w_i, w_i = p(x, z_i)/q(z_i|x), z_i = μ + s ⊙ ε_i reparameterised
-        with ε_i ~ N(0, I) from ``generator`` (the global torch RNG when None, as the protocol
-        gives no rng).
+        with ε_i ~ N(0, I): example i's ε[:, i] is ``rng.normal((k, Z), dtype)[i]`` when ``rng`` (a
+        ``BatchRNG`` over the B examples) is given, so it is the same in any batch; otherwise one
+        tensor from ``generator`` (the global torch RNG when None). Giving both raises ValueError.
         """
         if num_importance < 1:
             raise ValueError(f"num_importance must be >= 1, got {num_importance}")
+        if rng is not None and generator is not None:
+            raise ValueError("give elbo either rng or generator, not both")
         x = x.to(self._decoder.bias.dtype)
         mean, logvar = self.encode(x)
         var_x, dim = self.noise_std**2, x.shape[-1]
@@ -173,7 +177,12 @@ class LinearGaussianVAE(nn.Module):
             recon = -0.5 * dim * (_LOG_2PI + torch.log(var_x)) - (sq_err + trace) / (2 * var_x)
             kl = 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1).sum(-1)
             return recon - kl
-        eps = torch.randn((num_importance, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device)
+        if rng is None:
+            eps = torch.randn((num_importance, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device)
+        else:
+            if len(rng) != mean.shape[0]:
+                raise ValueError(f"rng covers {len(rng)} examples but the batch has {mean.shape[0]}")
+            eps = rng.normal((num_importance, mean.shape[-1]), dtype=mean.dtype).to(mean.device).transpose(0, 1)
         z = mean + torch.exp(0.5 * logvar) * eps
         log_px_z = -0.5 * ((x - self.net(z)).pow(2).sum(-1) / var_x + dim * (_LOG_2PI + torch.log(var_x)))
         log_q = -0.5 * (eps.pow(2).sum(-1) + logvar.sum(-1) + mean.shape[-1] * _LOG_2PI)

@@ -297,7 +297,8 @@ class DDPM(nn.Module):
         return x
 
     # --------------------------------------------------------------------------------------- bound
-    def elbo(self, x: Tensor, *, num_importance: int = 1, generator: torch.Generator | None = None) -> Tensor:
+    def elbo(self, x: Tensor, *, num_importance: int = 1, rng: BatchRNG | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
         """Ho et al. (2020) eq. 5 variational bound, −(L_T + Σ_{t=2}^T L_{t-1} + L_0), [B] nats.
 
         * L_T = KL(q(x_T|x_0) ‖ N(0, I)), closed form.
@@ -308,13 +309,20 @@ class DDPM(nn.Module):
           density on real x (2-D data, or dequantized images as the harness passes them). The
           discretized decoder of Ho et al. eq. 13 for 8-bit images is NOT implemented.
 
-        Noise comes from ``generator`` (the global torch RNG when None; the harness reseeds it per
-        batch). ``num_importance > 1`` raises NotImplementedError: a diffusion IWAE bound over the
-        whole chain is not provided.
+        Noise: with ``rng`` (a ``BatchRNG`` over the B examples, as ``metrics.likelihood.bound_bpd``
+        passes), the noise of step t = 1..T is the t-th ``rng.normal(shape)`` draw, per example, so
+        example i's bound is the same in any batch; otherwise one [B, *shape] tensor per step from
+        ``generator`` (the global torch RNG when None). Giving both raises ValueError.
+        ``num_importance > 1`` raises NotImplementedError: a diffusion IWAE bound over the whole
+        chain is not provided.
         """
         if num_importance != 1:
             raise NotImplementedError(f"DDPM.elbo supports num_importance=1 only (got {num_importance}): the "
                                       "importance-weighted bound over the T-step chain is not implemented")
+        if rng is not None and generator is not None:
+            raise ValueError("give elbo either rng or generator, not both")
+        if rng is not None and len(rng) != x.shape[0]:
+            raise ValueError(f"rng covers {len(rng)} examples but the batch has {x.shape[0]}")
         x0 = x.to(self.alphas_bar.device)
         x0 = x0 if x0.is_floating_point() else x0.float()
         b = x0.shape[0]
@@ -325,7 +333,8 @@ class DDPM(nn.Module):
         total = prior_kl
         for i in range(1, self.T + 1):
             idx = torch.full((b,), i, dtype=torch.long, device=x0.device)
-            eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+            noise = rng.normal(x0.shape[1:]) if rng is not None else torch.randn(x0.shape, generator=generator)
+            eps = noise.to(x0.device, x0.dtype)
             xt = self.q_sample(x0, idx, eps)
             mean = self.p_mean(xt, idx, self.eps(xt, idx))
             var = self.betas[i]

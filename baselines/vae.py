@@ -29,8 +29,8 @@ Decoders (``likelihood``):
   bits/dim remain an upper bound; the mass the Gaussian puts outside the box is simply wasted).
   Samples are m(z) + σ ε (or m(z) when ``sample_noise=False``), clamped to ``value_range`` for images.
 
-Posterior std (``posterior_std``; the three parameterisations of the "Modern PyTorch VAE" tutorial,
-seeds-catalog §6.1): the encoder's second head s gives ``"logvar"``: σ = exp(s/2); ``"softplus"``:
+Posterior std (``posterior_std``; the three parameterisations of the "Modern PyTorch VAE" tutorial):
+the encoder's second head s gives ``"logvar"``: σ = exp(s/2); ``"softplus"``:
 σ = softplus(s) + eps; ``"sigmoid"``: σ = sigmoid(s)·bound + eps. ``encode`` always returns
 (μ, log σ²).
 
@@ -53,9 +53,9 @@ log p(z) − log q(z|x) part of each log weight) by β_t = beta · min(1, t / kl
 
 Evaluation (``LowerBound``): ``elbo(x, num_importance=1)`` is the analytic-KL ELBO with one decoder
 sample; ``num_importance=k > 1`` is the IWAE bound L_k, *whatever the training objective*. Their
-randomness comes from ``generator`` or, when None (the harness passes none), from the global torch
-RNG, which ``metrics.likelihood.bound_bpd`` seeds per batch. Everything else (initialisation,
-training noise, sampling) uses explicit generators / ``BatchRNG``.
+noise comes from ``rng`` (the per-example ``BatchRNG`` that ``metrics.likelihood.bound_bpd`` passes:
+example i's bound is the same in any batch), else from ``generator``, else from the global torch
+RNG. Everything else (initialisation, training noise, sampling) uses explicit generators / ``BatchRNG``.
 
 Units: log-densities and bounds are nats per example, summed over dimensions, shape [B].
 """
@@ -78,6 +78,19 @@ from harness.core.rng import BatchRNG
 __all__ = ["REGISTRY", "VAE", "VAEConfig", "beta_vae", "iwae", "multi_sample_vae", "vae", "vae_2d"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _bound_noise(rng: BatchRNG | None, generator: torch.Generator | None, shape: tuple[int, int, int]) -> Tensor:
+    """Standard normal ε of ``shape`` = (k, B, Z) on the CPU: per example from ``rng`` ([B, k, Z] transposed), else
+    one draw from ``generator`` (the global torch RNG when None)."""
+    if rng is None:
+        return torch.randn(shape, generator=generator)
+    if generator is not None:
+        raise ValueError("give elbo either rng or generator, not both")
+    k, b, z = shape
+    if len(rng) != b:
+        raise ValueError(f"rng covers {len(rng)} examples but the batch has {b}")
+    return rng.normal((k, z)).cpu().transpose(0, 1)
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae", "multi-sample-elbo")
 POSTERIOR_STDS = ("logvar", "softplus", "sigmoid")
@@ -302,15 +315,18 @@ class VAE(nn.Module):
             return cfg.beta
         return cfg.beta * min(1.0, step / cfg.kl_warmup_steps)
 
-    def elbo(self, x: Tensor, *, num_importance: int = 1, generator: torch.Generator | None = None) -> Tensor:
+    def elbo(self, x: Tensor, *, num_importance: int = 1, rng: BatchRNG | None = None,
+             generator: torch.Generator | None = None) -> Tensor:
         """Lower bound on log p(x), [B] nats: k = 1 the analytic-KL ELBO, k > 1 the IWAE bound L_k (eq. 8).
 
         Independent of the training objective and of β (always β = 1). Noise ε [k, B, Z] is drawn on
-        the CPU from ``generator`` (the global torch RNG when None, as ``bound_bpd`` expects).
+        the CPU: with ``rng`` (a ``BatchRNG`` over the B examples), example i's ε[:, i] is
+        ``rng.normal((k, Z))[i]``, independent of the batch; otherwise one tensor from ``generator``
+        (the global torch RNG when None). Giving both raises ValueError.
         """
         if num_importance < 1:
             raise ValueError(f"num_importance must be >= 1, got {num_importance}")
-        eps = torch.randn((num_importance, x.shape[0], self.config.latent_dim), generator=generator)
+        eps = _bound_noise(rng, generator, (num_importance, x.shape[0], self.config.latent_dim))
         terms = self.bound_terms(x, eps.to(self.encoder.body[0].weight.device))
         return self.combine(terms, "elbo" if num_importance == 1 else "iwae")
 

@@ -12,6 +12,7 @@ shared by every likelihood metric run with that seed.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -25,8 +26,8 @@ from harness.core.rng import BatchRNG, example_seed
 from harness.core.stats import block_means, mean_and_stderr
 from metrics.bpd import dequantization_offset_bits, dequantize, nats_to_bpd
 
-__all__ = ["batches_of", "bound_bpd", "chunk_sizes", "combine_iwae_chunks", "exact_bpd", "indexed_batches",
-           "model_inputs"]
+__all__ = ["BOUND_STREAM", "batches_of", "bound_bpd", "chunk_sizes", "combine_iwae_chunks", "exact_bpd",
+           "indexed_batches", "model_inputs", "takes_rng"]
 
 Batch = Tensor | np.ndarray | tuple[int | Sequence[int] | Tensor, Tensor | np.ndarray]
 
@@ -191,6 +192,24 @@ def combine_iwae_chunks(bounds: Tensor, sizes: Sequence[int]) -> Tensor:
     return torch.logsumexp(bounds.to(torch.float64) + n.log().unsqueeze(-1), dim=0) - math.log(float(n.sum()))
 
 
+BOUND_STREAM = "bound"
+"""Stream of the bound's noise: chunk j of example i draws from ``BatchRNG(seed, [i], stream="bound").child(f"chunk{j}")``."""
+
+
+def takes_rng(model: LowerBound) -> bool:
+    """Whether ``model.elbo`` has a parameter named ``rng`` (the per-example ``BatchRNG`` of the protocol).
+
+    A bare ``**kwargs`` does not count: a wrapper that forwards it to an old-signature model would
+    fail, and one that drops it would silently use its own noise.
+    """
+    try:
+        parameters = inspect.signature(model.elbo).parameters
+    except (TypeError, ValueError):
+        return False
+    param = parameters.get("rng")
+    return param is not None and param.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 def bound_bpd(model: LowerBound, batches: Iterable[Batch], spec: DataSpec, *, num_importance: int, chunk: int = 100,
               seed: int, device: str | torch.device | None = None) -> dict[str, Any]:
     """Bits/dim from the ELBO (k = 1, ``elbo_bpd``) or the IWAE bound L_k (k > 1, ``iwae_bpd``).
@@ -199,31 +218,44 @@ def bound_bpd(model: LowerBound, batches: Iterable[Batch], spec: DataSpec, *, nu
     Theorem 1: L_k rises with k to log p(x)). The IWAE paper reports L_5000 (sec. 5.1). For
     k > ``chunk`` the model is called on chunks of ``chunk`` samples and the chunk bounds are
     combined exactly by :func:`combine_iwae_chunks` (chunks of at most ``chunk + 1``, see
-:func:`chunk_sizes`), so memory stays that of one chunk. k = 1 is whatever the model's ELBO is
-(single-sample or analytic KL).
+    :func:`chunk_sizes`), so memory stays that of one chunk. k = 1 is whatever the model's ELBO is
+    (single-sample or analytic KL).
 
-    Determinism: the protocol passes the model no rng, so the bound's randomness is the model's
-    own draws from the global torch RNG. Inside ``torch.random.fork_rng`` (the caller's RNG state is
-    restored afterwards) the global RNG is reseeded before each batch with
-    ``example_seed(seed, first index of the batch, "bound")``; a run is then bit-reproducible, and a
-    batch gives the same values whatever batches precede it (shards agree). The per-example values
-    still depend on the batch composition (a batch draws one noise tensor for all its examples):
-    the same seed with another batch size gives a different, equally valid, Monte-Carlo draw.
+    Randomness. A model whose ``elbo`` takes ``rng`` (:func:`takes_rng`) gets, for chunk j, the
+    per-example ``BatchRNG(seed, indices, stream="bound").child(f"chunk{j}")``: example i's noise,
+    and so its bound, is the same whatever batch or shard it is in (up to the floating-point
+    effect of the batch size on the network's arithmetic). A model with the older signature
+    ``elbo(x, *, num_importance=1)`` is called as before: its noise comes from the global torch RNG,
+    reseeded before each batch with ``example_seed(seed, first index of the batch, "bound")``; a
+    run is bit-reproducible and shards agree, but the per-example values depend on the batch
+    composition (a batch draws one noise tensor for all its examples), which the entry records
+    in ``bound_noise``. Either way the global RNG is used inside ``torch.random.fork_rng``, so the
+    caller's RNG state is restored afterwards.
 
     Returns:
         ``{"metric": "elbo_bpd" | "iwae_bpd", "value", "stderr", "n", "block_means", "estimator": "elbo" | "iwae",
-        "num_importance", "chunk", "dequantization", ["value_range"], "offset_bits"}``.
+        "num_importance", "chunk", "bound_noise", "dequantization", ["value_range"], "offset_bits"}``.
     """
     sizes = chunk_sizes(num_importance, chunk)
+    per_example = takes_rng(model)
 
     def score(x: Tensor, indices: list[int]) -> Tensor:
-        torch.manual_seed(example_seed(seed, indices[0], "bound"))
-        bounds = torch.stack([model.elbo(x, num_importance=n).to(torch.float64) for n in sizes])
+        if per_example:
+            rng = BatchRNG(seed, indices, stream=BOUND_STREAM)
+            bounds = torch.stack([model.elbo(x, num_importance=n, rng=rng.child(f"chunk{j}")).to(torch.float64)
+                                  for j, n in enumerate(sizes)])
+        else:
+            torch.manual_seed(example_seed(seed, indices[0], BOUND_STREAM))
+            bounds = torch.stack([model.elbo(x, num_importance=n).to(torch.float64) for n in sizes])
         return bounds[0] if len(sizes) == 1 else combine_iwae_chunks(bounds, sizes)
 
     cuda_devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=cuda_devices):
         log_p, offset, fields = _score_all(score, batches, spec, seed=seed, device=device)
     estimator = "elbo" if num_importance == 1 else "iwae"
+    noise = ('per example: chunk j of example i from BatchRNG(seed, [i], stream="bound").child("chunk<j>")'
+             if per_example else
+             "depends on batch composition: the model's elbo takes no rng, so its noise is drawn from the global "
+             'torch RNG reseeded per batch with example_seed(seed, first index of the batch, "bound")')
     return {"metric": f"{estimator}_bpd", "estimator": estimator, "num_importance": num_importance, "chunk": chunk,
-            **_summary(log_p, spec, offset, fields)}
+            "bound_noise": noise, **_summary(log_p, spec, offset, fields)}

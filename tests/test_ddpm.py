@@ -104,6 +104,18 @@ def test_ddim_with_true_noise_is_exact_and_eta1_is_the_posterior():
         model.ddim_timesteps(101)
 
 
+def _variance_terms_bound(model: DDPM, x0: torch.Tensor) -> torch.Tensor:
+    """The bound [B] when ε_θ returns the true noise: L_T plus the closed-form variance mismatches, plus L_0."""
+    d, T = x0.shape[-1], model.T
+    abar_T = model.alphas_bar[T]
+    expected = 0.5 * (abar_T * x0.pow(2).sum(-1) + d * ((1 - abar_T) - 1 - torch.log(1 - abar_T)))
+    for i in range(2, T + 1):
+        post_var = (1 - model.alphas_bar[i - 1]) / (1 - model.alphas_bar[i]) * model.betas[i]
+        expected = expected + 0.5 * d * (torch.log(model.betas[i] / post_var) + post_var / model.betas[i] - 1)
+    # L_0 with the true noise: μ_θ(x_1) = x_0 exactly, so −log N(x_0; x_0, β_1)
+    return -(expected + 0.5 * d * (math.log(2 * math.pi) + torch.log(model.betas[1])))
+
+
 def test_elbo_with_exact_noise_is_variance_terms_only():
     """With ε_θ = the true noise, every L_{t-1} is the closed-form variance mismatch KL(N(μ̃, β̃) ‖ N(μ̃, β_t))."""
     model = DDPM(num_timesteps=25).double()
@@ -119,17 +131,40 @@ def test_elbo_with_exact_noise_is_variance_terms_only():
 
     model.net = TrueNoise()
     elbo = model.elbo(x0, generator=torch.Generator().manual_seed(5))
-    d, T = 2, model.T
-    abar_T = model.alphas_bar[T]
-    expected = 0.5 * (abar_T * x0.pow(2).sum(-1) + d * ((1 - abar_T) - 1 - torch.log(1 - abar_T)))
-    for i in range(2, T + 1):
-        post_var = (1 - model.alphas_bar[i - 1]) / (1 - model.alphas_bar[i]) * model.betas[i]
-        expected = expected + 0.5 * d * (torch.log(model.betas[i] / post_var) + post_var / model.betas[i] - 1)
-    # L_0 with the true noise: μ_θ(x_1) = x_0 exactly, so −log N(x_0; x_0, β_1)
-    expected = expected + 0.5 * d * (math.log(2 * math.pi) + torch.log(model.betas[1]))
-    torch.testing.assert_close(elbo, -expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(elbo, _variance_terms_bound(model, x0), rtol=1e-5, atol=1e-4)
     with pytest.raises(NotImplementedError, match="num_importance"):
         model.elbo(x0, num_importance=5)
+
+
+def test_elbo_noise_from_rng_is_per_example():
+    """With ``rng`` the noise of step t for example i is the t-th ``rng.normal`` draw: the same in any batch."""
+    model = DDPM(num_timesteps=25).double()
+    x0 = torch.randn(5, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        whole = model.elbo(x0, rng=BatchRNG(7, range(5)))
+        split = torch.cat([model.elbo(x0[:1], rng=BatchRNG(7, [0])), model.elbo(x0[1:], rng=BatchRNG(7, [1, 2, 3, 4]))])
+        reversed_order = model.elbo(x0.flip(0), rng=BatchRNG(7, [4, 3, 2, 1, 0])).flip(0)
+        other_seed = model.elbo(x0, rng=BatchRNG(8, range(5)))
+    torch.testing.assert_close(split, whole, rtol=1e-12, atol=0)
+    torch.testing.assert_close(reversed_order, whole, rtol=1e-12, atol=0)
+    assert not torch.allclose(other_seed, whole)
+    # the draws it uses: replayed as ε_θ, they give the variance-terms-only bound of the test above
+    draws = BatchRNG(7, range(5))
+    noises = iter([draws.normal((2,)) for _ in range(model.T)])
+
+    class TrueNoise(nn.Module):
+        def forward(self, x, t):
+            return next(noises).to(x.dtype)
+
+    exact = DDPM(num_timesteps=25).double()
+    exact.net = TrueNoise()
+    with torch.no_grad():
+        replayed = exact.elbo(x0, rng=BatchRNG(7, range(5)))
+    torch.testing.assert_close(replayed, _variance_terms_bound(exact, x0), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="either rng or generator"):
+        model.elbo(x0, rng=BatchRNG(0, range(5)), generator=torch.Generator())
+    with pytest.raises(ValueError, match="covers 4 examples"):
+        model.elbo(x0, rng=BatchRNG(0, range(4)))
 
 
 def test_pf_ode_of_exact_gaussian_score_gives_the_data_density():

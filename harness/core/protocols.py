@@ -77,9 +77,18 @@ class LogLikelihood(Protocol):
 
 @runtime_checkable
 class LowerBound(Protocol):
-    """A lower bound on log p(x), [B] nats. ``num_importance=k>1`` is the IWAE bound (Burda et al. 2016, eq. 8)."""
+    """A lower bound on log p(x), [B] nats. ``num_importance=k>1`` is the IWAE bound (Burda et al. 2016, eq. 8).
 
-    def elbo(self, x: Tensor, *, num_importance: int = 1) -> Tensor: ...
+    ``rng`` is a ``BatchRNG`` over the B examples of ``x``; the model draws all the bound's noise
+    from it (e.g. ``rng.normal((k, Z))`` -> [B, k, Z]), so example i's bound does not depend on the
+    batch it is in. The harness passes it on every call (``metrics.likelihood.bound_bpd``).
+
+    Older models with ``elbo(x, *, num_importance=1)`` (no ``rng`` parameter) still work: the
+    harness then seeds the global torch RNG per batch (inside ``torch.random.fork_rng``), so their
+    values depend on the batch composition, and the metric entry says so in ``bound_noise``.
+    """
+
+    def elbo(self, x: Tensor, *, num_importance: int = 1, rng: BatchRNG) -> Tensor: ...
 
 
 @runtime_checkable
@@ -104,12 +113,30 @@ class ProbabilityFlow(Protocol):
     def prior_log_prob(self, z: Tensor) -> Tensor: ...
 
 
+@runtime_checkable
+class FlowTrajectory(Protocol):
+    """A flow whose generative ODE can be traced: ``trajectory(z0, steps=N) -> [N + 1, B, *data_spec.shape]``.
+
+    The N + 1 states of N equal Euler steps of the model's generative ODE, from the prior sample
+    z0 [B, *data_spec.shape] (state 0) to the data end (state N), in z0's dtype. Flow matching
+    (``baselines.flow_matching``, Lipman et al. 2023 convention) has the prior at t = 0 and the data
+    at t = t_max (1, or 1 − t_eps for the VP path), the uniform grid t_k = k t_max / N, i.e. the
+    reverse of its ProbabilityFlow ``t_span = (t_max, 0)``. Only the order of the states matters to
+    ``metrics.straightness``, which rescales the time grid to [0, 1].
+    """
+
+    data_spec: DataSpec
+
+    def trajectory(self, z0: Tensor, *, steps: int) -> Tensor: ...
+
+
 CAPABILITIES: dict[str, type] = {
     "Sampler": Sampler,
     "LogLikelihood": LogLikelihood,
     "LowerBound": LowerBound,
     "Encoder": Encoder,
     "ProbabilityFlow": ProbabilityFlow,
+    "FlowTrajectory": FlowTrajectory,
 }
 
 
