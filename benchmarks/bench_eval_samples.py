@@ -69,7 +69,7 @@ def bench_trace_sqrt(repeats: int, d: int = 2048, n: int = 5000) -> None:
     print(f"  relative difference vs sqrtm: {abs(v_ours - v_sqrtm) / abs(v_sqrtm):.2e}")
 
 
-def bench_eval(images: int, repeats: int, weights: str | None, bootstrap: int) -> None:
+def bench_eval(images: int, repeats: int, weights: str | None, replicates: int) -> None:
     import torch_fidelity
     from PIL import Image
 
@@ -92,8 +92,8 @@ def bench_eval(images: int, repeats: int, weights: str | None, bootstrap: int) -
     subset = min(1000, images)
 
     def ours() -> dict:
-        cfg = SampleEvalConfig(samples=dirs[0], reference=dirs[1], inception_weights=weights,
-                               kid_subset_size=subset, use_cache=False, bootstrap=bootstrap)
+        cfg = SampleEvalConfig.from_dict({"samples": dirs[0], "reference": dirs[1], "inception_weights": weights,
+                                          "kid_subset_size": subset, "use_cache": False, "replicates": replicates})
         return evaluate_samples(cfg, progress=False)
 
     def anchor() -> dict:
@@ -105,7 +105,7 @@ def bench_eval(images: int, repeats: int, weights: str | None, bootstrap: int) -
 
     t_ours, all_ours = _median_time(ours, repeats)
     t_anchor, all_anchor = _median_time(anchor, repeats)
-    print(f"eval-samples (bootstrap {bootstrap}) vs torch-fidelity, {images}+{images} PNG 32x32, all metrics "
+    print(f"eval-samples (replicates {replicates}) vs torch-fidelity, {images}+{images} PNG 32x32, all metrics "
           f"(median of {repeats}):")
     print(f"  genbench        {t_ours:7.1f} s  runs {[round(t, 1) for t in all_ours]}")
     print(f"  torch-fidelity  {t_anchor:7.1f} s  runs {[round(t, 1) for t in all_anchor]}")
@@ -120,12 +120,12 @@ def main() -> None:
     parser.add_argument("--inception-weights", default=None)
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--skip-sqrt", action="store_true")
-    parser.add_argument("--bootstrap", type=int, default=10, help="genbench's uncertainty replicates (0: none)")
+    parser.add_argument("--replicates", type=int, default=10, help="genbench's uncertainty replicates (0: none)")
     args = parser.parse_args()
     if not args.skip_sqrt:
         bench_trace_sqrt(args.repeats)
     if not args.skip_eval:
-        bench_eval(args.images, args.repeats, args.inception_weights, args.bootstrap)
+        bench_eval(args.images, args.repeats, args.inception_weights, args.replicates)
 
 
 if __name__ == "__main__":

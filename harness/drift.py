@@ -42,12 +42,11 @@ any correlation between them) of a Student t whose degrees of freedom carry the 
 the spread. Two rules, named per metric in the report (``basis``):
 
 * **unpaired** (``--across-seeds``, or a record without replicates, e.g. older baselines): the
-  spreads s_b, s_c of each run (the half-sample spread recorded by ``harness.bootstrap``, or the
+  spreads s_b, s_c of each run (the half-sample spread of ``harness.core.stats``, or the
   ``stderr`` of bits/dim) give |Δ| ≤ q·sqrt(s_b² + s_c²) + 1e-9·max(1, |baseline|), with
   Welch-Satterthwaite df (Welch 1947; Satterthwaite 1946) from B − 1 per side for B half-samples,
   n − 1 for a standard error over n examples. With B = 10 (df ≈ 18) and m = 6, q ≈ 3.7 (3.1 for
-  known spreads). Measured on reruns that differ only in seeds (toy data, identity features,
-  n = 150-300, B = 10): 5 false alarms in 490 record pairs (1.0%); see tests/test_drift.py.
+  known spreads).
 * **paired** (seeds equal, the default, and both records hold replicates made the same way): at
   equal seeds both runs draw the same latents, data rows, dequantization noise and half-sample
   rows, so the sampling noise that a seed change would bring is shared and cancels in Δ. The
@@ -55,7 +54,7 @@ the spread. Two rules, named per metric in the report (``basis``):
   c_r − b_r of the two runs' half-sample replicates (same rows, ``uncertainty.replicates``) times
   the same delete-d jackknife factor sqrt(m/(n − m)) (``uncertainty.scale``), df = B − 1; for
   bits/dim, the batch-means standard error of the K = 20 differences D_j of the block means
-  (``block_means``, ``metrics.bpd.block_means``): sqrt(Σ n_j (D_j − Δ)² / ((K − 1) n)), df = K − 1.
+  (``block_means``, ``harness.core.stats.block_means``): sqrt(Σ n_j (D_j − Δ)² / ((K − 1) n)), df = K − 1.
   Tolerance q·s_paired + max(0.05·s_unpaired, one count) + 1e-9·max(1, |baseline|). The paired
   spread shrinks with the change itself (a bias shift ε moves Δ and its spread both ∝ ε), so some
   floor is needed or a numerically irrelevant change would fail as often as a real one: changes
@@ -63,19 +62,8 @@ the spread. Two rules, named per metric in the report (``basis``):
   (precision, recall, coverage; density) moving by one sample (1/n, 1/(k·n)), which half-samples
   cannot see. An unchanged rerun gives Δ = 0 and every paired spread 0: it passes exactly.
 
-Measured (``vae-2d`` trained by ``genbench train vae-2d --dataset moons-train --steps 300
---num-train 2000``, decoder output bias shifted by ε, ``genbench eval --dataset moons-test
---num-samples 300 --metrics fid,prdc,elbo_bpd`` at seeds 0-9, baseline and candidate at the same
-seed): ε = 0.3 (FD[identity] 0.046 → 0.128, elbo_bpd +0.075 at seed 0; unpaired tolerances 0.28
-and 0.18, paired 0.41 and 0.069) is flagged in 7 of 10 seeds paired, 0 of 10 unpaired; ε = 0.4 in
-10 of 10 paired, 2 of 10 unpaired; with n = 1000, ε = 0.3 in 10 of 10 paired, 6 of 10 unpaired.
-elbo_bpd is the sensitive metric: a shift's effect on FD is proportional to the (noisy) mean
-difference of the two sets, so FD's paired spread is not smaller than its unpaired one there.
-ε = 1e-6, 1e-4, 1e-3, 1e-2: no alarm in 10 seeds each (without the floor: 1, 1, 2, 0 alarms). A
-null change (the generated set redrawn from the same distribution, reference and seed shared;
-2-D Gaussians, n = 200, 200 trials) fails a per-metric two-sided 5% paired t test 0.5-4% of the
-time (tests/test_drift.py checks this calibration), and the paired spread is 0.6-1.0 times the
-unpaired one there.
+Measurements: docs/drift.md (false-alarm rates, sensitivity of the paired and unpaired rules, the
+calibration on a null change, and the commands that produced them).
 
 NFE and deterministic counts (``active_units``, ``kl_active_dims``) and any metric recorded without
 a spread must match exactly (when only one side has a spread, it serves both, unpaired).
@@ -94,6 +82,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.core.metric import ENTRY_MEASURED
 from harness.core.stats import paired_block_stderr
 from harness.store.records import read_record, validate_record
 
@@ -104,28 +93,37 @@ __all__ = [
 
 FAMILY_ALPHA = 0.01
 MIN_EFFECT = 0.05  # paired rule: changes below this many unpaired (seed-to-seed) standard errors always pass
-# k-NN fractions move in whole counts: (sample-count field, divide by nearest_k too)
-_COUNTED = {"precision": ("n_samples", False), "recall": ("n_reference", False), "coverage": ("n_reference", False),
-            "density": ("n_samples", True)}
 ABSENT = "<absent>"  # a field one record has and the other lacks
-UNGATED = {"samples_per_s": "timing", "kid_std": "dispersion over KID subsets", "is_std": "dispersion over IS splits"}
+
+
+def _key_info(key: str) -> Any:
+    """The registered ``MetricKey`` of record key ``key``, or None for a key no metric declares."""
+    from metrics import metric_keys
+
+    found = metric_keys().get(key)
+    return None if found is None else found[1]
+
+
+def _ungated(key: str) -> str | None:
+    """Why ``key`` is reported but not gated (its ``MetricKey.gate`` is ``"none"``), or None."""
+    info = _key_info(key)
+    if info is None or info.gate != "none":
+        return None
+    return info.gate_reason or "not gated"
+
 
 _CONFIG_NOT_PROTOCOL = frozenset({
     # tested
     "samples", "checkpoint", "entry", "model", "model_args", "sampler", "steps",
     # context
-    "device", "batch_size", "use_cache", "inception_weights", "metrics", "importance_chunk", "bootstrap",
+    "device", "batch_size", "use_cache", "inception_weights", "metrics", "bootstrap", "replicates",
     # compared in resolved form (features / data sections)
     "feature_extractor", "resize", "reference", "dataset",
 })
-_FEATURES_CONTEXT = frozenset({"weights_file", "weights_path", "weights_source", "channels", "resized_from", "device",
+_CONFIG_NESTED_CONTEXT = frozenset({"model_metrics.importance_chunk"})  # memory, not protocol
+_FEATURES_CONTEXT = frozenset({"training.command", "weights_file", "weights_path", "weights_source", "channels", "resized_from", "device",
                                "versions"})
 _DATA_CONTEXT = frozenset({"spec", "source", "name", "features_cached"})
-_METRIC_NOT_PROTOCOL = frozenset({
-    "value", "uncertainty", "stderr", "block_means", "count", "variances", "kl_per_dim", "forward_calls", "examples_evaluated",
-    "vjp_calls", "nfe_mean", "nfe_max", "wall_time_s", "device", "batch_size", "chunk", "library",
-})
-_METRIC_TESTED = {"nfe_mean": frozenset({"sampler", "steps"})}
 _RUN_NOISE = frozenset({"id", "created_utc", "wall_time_s", "argv"})
 
 
@@ -224,9 +222,11 @@ def _protocol_view(record: dict[str, Any], metric_keys: set[str], *, across_seed
     view: dict[str, Any] = {"kind": record.get("kind")}
     not_seed = frozenset({"seed"}) if across_seeds else frozenset()
     config = record.get("config") or {}
-    view.update(_flatten({k: v for k, v in config.items() if k not in _CONFIG_NOT_PROTOCOL | not_seed}, "config"))
-    features = record.get("features") or {}
-    view.update(_flatten({k: v for k, v in features.items() if k not in _FEATURES_CONTEXT}, "features"))
+    flat_config = _flatten({k: v for k, v in config.items() if k not in _CONFIG_NOT_PROTOCOL | not_seed}, "config")
+    view.update({k: v for k, v in flat_config.items() if k[len("config."):] not in _CONFIG_NESTED_CONTEXT})
+    features = _flatten(record.get("features") or {}, "features")
+    view.update({k: v for k, v in features.items()
+                 if k.split(".")[1] not in _FEATURES_CONTEXT and k[len("features."):] not in _FEATURES_CONTEXT})
     for role, data in (record.get("data") or {}).items():
         if role == "samples" or not isinstance(data, dict):
             continue
@@ -237,9 +237,10 @@ def _protocol_view(record: dict[str, Any], metric_keys: set[str], *, across_seed
             fields["selection"] = {k: v for k, v in (data.get("selection") or {}).items() if k != "rule"}
         view.update(_flatten(fields, f"data.{role}"))
     for key in metric_keys:
-        skip = _METRIC_NOT_PROTOCOL | _METRIC_TESTED.get(key, frozenset()) | not_seed
         entry = record["metrics"][key]
-        view.update(_flatten({k: v for k, v in entry.items() if k not in skip}, f"metrics.{key}"))
+        info = _key_info(key)
+        fields = info.protocol_fields(entry) if info is not None else {k: v for k, v in entry.items() if k not in ENTRY_MEASURED}
+        view.update(_flatten({k: v for k, v in fields.items() if k not in not_seed}, f"metrics.{key}"))
     return view
 
 
@@ -280,8 +281,14 @@ def _config_defaults(kind: Any) -> dict[str, Any]:
         from harness.eval_samples import SampleEvalConfig as config_class
     else:
         return {}
-    return {f.name: json.loads(json.dumps(f.default)) for f in dataclasses.fields(config_class)
-            if f.default is not dataclasses.MISSING}
+    defaults: dict[str, Any] = {}
+    for f in dataclasses.fields(config_class):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = json.loads(json.dumps(f.default))
+        elif f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory):
+            sub = json.loads(json.dumps(dataclasses.asdict(f.default_factory())))
+            defaults.update({f"{f.name}.{k}": v for k, v in sub.items()})
+    return defaults
 
 
 def context_differences(baseline: dict[str, Any], candidate: dict[str, Any]) -> list[FieldDifference]:
@@ -312,9 +319,9 @@ def _spread(entry: dict[str, Any], where: str) -> tuple[float, float] | None:
     """(standard error, degrees of freedom) recorded for a metric entry, or None."""
     unc = entry.get("uncertainty")
     if isinstance(unc, dict):
-        std, boot = _number(unc.get("std"), f"{where}.uncertainty.std"), unc.get("num_boot")
+        std, boot = _number(unc.get("std"), f"{where}.uncertainty.std"), unc.get("num_replicates")
         if std is None or std < 0 or not isinstance(boot, int) or boot < 2:
-            raise ValueError(f"{where}.uncertainty must have std >= 0 and num_boot >= 2, got {unc}")
+            raise ValueError(f"{where}.uncertainty must have std >= 0 and num_replicates >= 2, got {unc}")
         return std, float(boot - 1)
     if unc is not None:
         raise ValueError(f"{where}.uncertainty must be an object, got {unc!r}")
@@ -346,9 +353,9 @@ def _paired_spread(b: dict[str, Any], c: dict[str, Any], where_b: str, where_c: 
     if isinstance(ub, dict) and isinstance(uc, dict):
         if "replicates" not in ub or "replicates" not in uc:
             return None
-        if any(ub.get(k) != uc.get(k) for k in ("num_boot", "method", "seed", "scale")):
+        if any(ub.get(k) != uc.get(k) for k in ("num_replicates", "method", "seed", "scale")):
             return None
-        boot = int(ub["num_boot"])
+        boot = int(ub["num_replicates"])
         rb = _numbers(ub["replicates"], boot, f"{where_b}.uncertainty.replicates")
         rc = _numbers(uc["replicates"], boot, f"{where_c}.uncertainty.replicates")
         scale = _number(ub.get("scale"), f"{where_b}.uncertainty.scale")
@@ -371,12 +378,9 @@ def _paired_spread(b: dict[str, Any], c: dict[str, Any], where_b: str, where_c: 
 
 
 def _one_count(key: str, entry: dict[str, Any]) -> float:
-    """The step of a k-NN fraction (1/n, or 1/(k·n) for density): one sample changing sides; else 0."""
-    if key not in _COUNTED:
-        return 0.0
-    field_, per_k = _COUNTED[key]
-    n, k = entry.get(field_), entry.get("nearest_k") if per_k else 1
-    return 1.0 / (n * k) if isinstance(n, int) and isinstance(k, int) and n > 0 and k > 0 else 0.0
+    """The smallest step of the value (``MetricKey.resolution``: one sample of a k-NN fraction); else 0."""
+    info = _key_info(key)
+    return 0.0 if info is None or info.resolution is None else float(info.resolution(entry))
 
 
 def _combine(b: tuple[float, float] | None, c: tuple[float, float] | None) -> tuple[float, float] | None:
@@ -416,7 +420,7 @@ def compare_records(name: str, baseline: dict[str, Any], candidate: dict[str, An
                                paired or unpaired, unpaired, None if unpaired is None else
                                "paired" if paired else "unpaired", _one_count(key, b))
     family = [k for k, p in plans.items()
-              if k not in options.overrides and k not in UNGATED and p.spread is not None and p.spread[0] > 0]
+              if k not in options.overrides and _ungated(k) is None and p.spread is not None and p.spread[0] > 0]
     rows = []
     for key in keys:
         if key not in plans:
@@ -434,10 +438,10 @@ def compare_records(name: str, baseline: dict[str, Any], candidate: dict[str, An
 
 def _skip_reason(record: dict[str, Any], key: str) -> str | None:
     """Why ``record`` skipped the metric that writes ``key``, if it says."""
-    from metrics.info import METRICS
+    from metrics import METRICS
 
     skipped = record.get("skipped") or {}
-    owners = [name for name in METRICS.names() if key in METRICS.get(name).keys]
+    owners = [name for name in METRICS.names() if key in METRICS.get(name).key_names]
     return next((str(skipped[n]) for n in (key, *owners) if n in skipped), None)
 
 
@@ -467,8 +471,8 @@ def _verdict(key: str, plan: _Plan, options: CheckOptions, family_size: int) -> 
     elif override is not None:
         s = spread[0] if spread else 0.0
         tol, rule = override.amount * s + floor, f"user z={override.amount:g} x {s:.3g}" + (f" ({basis})" if basis else "")
-    elif key in UNGATED:
-        return MetricResult(key, b, c, delta, None, "info", f"not gated ({UNGATED[key]})", basis)
+    elif _ungated(key) is not None:
+        return MetricResult(key, b, c, delta, None, "info", f"not gated ({_ungated(key)})", basis)
     elif spread is None:
         tol, rule, basis = floor, "exact", None
     elif basis == "paired":

@@ -24,10 +24,10 @@ _CONTEXT_SHOWN = 12
 
 
 def known_metric_keys() -> list[str]:
-    """Every metric key a record can hold (from ``metrics.info.METRICS``)."""
-    from metrics.info import METRICS
+    """Every metric key a record can hold (from the ``METRICS`` registry)."""
+    from metrics import metric_keys
 
-    return sorted({key for name in METRICS.names() for key in METRICS.get(name).keys})
+    return sorted(metric_keys())
 
 
 def load_tolerances(path: str | Path) -> dict[str, Override]:

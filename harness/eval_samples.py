@@ -16,22 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from harness.bootstrap import BootstrapSettings, bootstrap_sample_metrics
 from harness.config import config_from_dict
+from harness.core.metric import Metric, MetricInputs
+from harness.core.options import MetricOptions, SampleMetricOptions
 from harness.datasets import Dataset, load_dataset
 from harness.features import FeatureSet, extract_features, extract_reference_features
+from harness.planner import compute_metrics as run_metrics
+from harness.planner import check_metric_names, metric_named, sample_metrics
 from harness.store.records import SCHEMA, run_info
 from metrics.features import FeatureExtractor, get_feature_extractor
-from metrics.fid import frechet_distance
-from metrics.info import METRICS, SAMPLE_METRICS
-from metrics.inception_score import inception_score
-from metrics.kid import kernel_inception_distance
-from metrics.modes import mode_metrics
-from metrics.prdc import compute_prdc_multi_k
+from metrics.fid import STANDARD_EXTRACTOR, feature_space_label  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-STANDARD_EXTRACTOR = "inception-v3"
 DEFAULT_EXTRACTOR = {"image": STANDARD_EXTRACTOR, "tabular": "identity"}
 RESIZE_PROTOCOLS = ("tf-bilinear", "clean")
 
@@ -40,14 +37,16 @@ RESIZE_PROTOCOLS = ("tf-bilinear", "clean")
 class SampleEvalConfig:
     """Options of ``genbench eval-samples`` (unknown keys are rejected by ``from_dict``).
 
-    ``kid_subset_size=None`` means min(1000, n_samples, n_reference): the standard 1000 where the
-    sets allow it; the value used is recorded. ``bootstrap`` half-sample replicates estimate each
-    metric's standard error for drift checks (``harness.bootstrap``); 0 disables them.
+    ``metrics=None`` runs every default sample metric (``Metric.default``) whose needs the data
+    meet; ``sample_metrics`` holds the estimators' settings (``kid_subset_size=None`` means
+    min(1000, n_samples, n_reference), the value used is recorded). ``replicates`` half-sample
+    replicates estimate each metric's standard error for drift checks (``harness.core.stats``);
+    0 disables them.
     """
 
     samples: str
     reference: str
-    metrics: tuple[str, ...] = ("fid", "kid", "is", "prdc")
+    metrics: tuple[str, ...] | None = None
     feature_extractor: str | None = None
     inception_weights: str | None = None
     resize: str = "tf-bilinear"
@@ -55,36 +54,48 @@ class SampleEvalConfig:
     seed: int = 0
     batch_size: int = 50
     device: str = "cpu"
-    kid_subsets: int = 100
-    kid_subset_size: int | None = None
-    is_splits: int = 10
-    pr_nearest_k: int = 3
-    dc_nearest_k: int = 5
+    sample_metrics: SampleMetricOptions = field(default_factory=SampleMetricOptions)
     use_cache: bool = True
-    bootstrap: int = 10
+    replicates: int = 10
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "metrics", tuple(self.metrics))
-        for name in self.metrics:
-            METRICS.get(name)  # raises with "did you mean" for a typo
-            if name not in SAMPLE_METRICS:
-                raise ValueError(f"metric {name!r} needs a model; use `genbench eval` (sample metrics: {', '.join(SAMPLE_METRICS)})")
-        if not self.metrics:
-            raise ValueError("--metrics is empty; choose from " + ", ".join(METRICS.names()))
+        if self.metrics is not None:
+            object.__setattr__(self, "metrics", tuple(self.metrics))
+            if not self.metrics:
+                raise ValueError("--metrics is empty; choose from " + ", ".join(m.name for m in sample_metrics()))
+            check_metric_names(self.metrics)
+            for name in self.metrics:
+                metric = metric_named(name)
+                if not metric.sample_only:
+                    names = ", ".join(m.name for m in sample_metrics())
+                    raise ValueError(f"metric {name!r} needs a model; use `genbench eval` (sample metrics: {names})")
+        if isinstance(self.sample_metrics, dict):
+            object.__setattr__(self, "sample_metrics", SampleMetricOptions(**self.sample_metrics))
         if self.resize not in RESIZE_PROTOCOLS:
             raise ValueError(f"resize {self.resize!r} is not one of {', '.join(RESIZE_PROTOCOLS)}")
-        for name in ("batch_size", "kid_subsets", "is_splits", "pr_nearest_k", "dc_nearest_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_samples is not None and self.num_samples < 2:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
-        if self.bootstrap == 1 or self.bootstrap < 0:
-            raise ValueError(f"bootstrap must be 0 (off) or >= 2 replicates, got {self.bootstrap}")
+        check_replicates(self.replicates)
+
+    @property
+    def options(self) -> MetricOptions:
+        return MetricOptions(sample=self.sample_metrics)
+
+    def selected(self) -> list[Metric]:
+        """The sample metrics this run asks for (all defaults when ``metrics`` is None)."""
+        return [m for m in sample_metrics() if (m.name in self.metrics if self.metrics is not None else m.default)]
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> SampleEvalConfig:
-        """Build from a mapping (suite files); unknown keys are refused with the known ones listed."""
+        """Build from a mapping (suite files); flat sub-config options are routed, unknown keys refused."""
         return config_from_dict(cls, options)
+
+
+def check_replicates(replicates: int) -> None:
+    if replicates == 1 or replicates < 0:
+        raise ValueError(f"replicates must be 0 (off) or >= 2 half-sample replicates, got {replicates}")
 
 
 @dataclass
@@ -96,8 +107,7 @@ class _Plan:
 
 def minimum_samples(cfg: SampleEvalConfig) -> dict[str, int]:
     """The fewest samples per set each requested metric can work with."""
-    need = {"fid": 2, "kid": 2, "is": cfg.is_splits, "prdc": max(cfg.pr_nearest_k, cfg.dc_nearest_k) + 1}
-    return {m: need[m] for m in cfg.metrics}
+    return {m.name: m.min_samples(cfg.options) for m in cfg.selected()}
 
 
 def select_rows(data: Dataset, num_samples: int | None, seed: int, role: str) -> tuple[Dataset, dict[str, Any]]:
@@ -180,70 +190,17 @@ def build_extractor(cfg: SampleEvalConfig, data: Dataset) -> FeatureExtractor:
     return extractor
 
 
-def feature_space_label(extractor_name: str) -> str:
-    """FID only in the standard Inception space; elsewhere 'FD[<extractor>]' (never called FID)."""
-    return "FID" if extractor_name == STANDARD_EXTRACTOR else f"FD[{extractor_name}]"
-
-
-def compute_metrics(
-    cfg: SampleEvalConfig, fake: FeatureSet, real: FeatureSet, extractor: FeatureExtractor
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Every requested metric from the shared features; returns (metrics, skipped).
-
-    With ``cfg.bootstrap`` replicates, each metric that has a standard error gets an
-    ``"uncertainty"`` entry (``harness.bootstrap.bootstrap_sample_metrics``), holding the replicate
-    values too: two runs at the same seed pair them up in ``genbench check`` (``harness.drift``).
-    """
-    n_fake, n_real = len(fake.features), len(real.features)
-    common = {"feature_extractor": extractor.name, "n_samples": n_fake, "n_reference": n_real}
-    kid_subset = cfg.kid_subset_size or min(1000, n_fake, n_real)
-    out: dict[str, dict[str, Any]] = {}
-    skipped: dict[str, str] = {}
-    if "fid" in cfg.metrics:
-        value = frechet_distance(fake.stats.mean, fake.stats.cov, real.stats.mean, real.stats.cov)
-        out["fid"] = {
-            "value": value,
-            "label": feature_space_label(extractor.name),
-            "estimator": "float64 streaming mean/cov (ddof=1); tr sqrt = nuclear norm of F2^T F1, Sigma = F F^T by eigh",
-            "rank_deficient": min(n_fake, n_real) <= extractor.feature_dim,
-            **common,
-        }
-    if "kid" in cfg.metrics:
-        mean, std = kernel_inception_distance(
-            fake.features, real.features, num_subsets=cfg.kid_subsets, subset_size=kid_subset, seed=cfg.seed
-        )
-        kid = {
-            "estimator": "unbiased MMD², polynomial kernel (x·y/d + 1)^3",
-            "subsets": cfg.kid_subsets,
-            "subset_size": kid_subset,
-            "seed": cfg.seed,
-            **common,
-        }
-        out["kid_mean"] = {"value": mean, **kid}
-        out["kid_std"] = {"value": std, **kid}
-    if "is" in cfg.metrics:
-        if fake.logits is None:
-            skipped["is"] = f"feature extractor {extractor.name!r} has no class logits"
-        else:
-            mean, std = inception_score(fake.logits, splits=cfg.is_splits, seed=cfg.seed)
-            info = {"splits": cfg.is_splits, "seed": cfg.seed, "std_ddof": 0, **common}
-            out["is_mean"] = {"value": mean, **info}
-            out["is_std"] = {"value": std, **info}
-    if "prdc" in cfg.metrics:
-        both = compute_prdc_multi_k(real.features, fake.features, pr_k=cfg.pr_nearest_k, dc_k=cfg.dc_nearest_k)
-        rule = "Naeem et al. 2020 definitions (prdc package), strict '<'"
-        for key, k in (("precision", cfg.pr_nearest_k), ("recall", cfg.pr_nearest_k),
-                       ("density", cfg.dc_nearest_k), ("coverage", cfg.dc_nearest_k)):
-            out[key] = {"value": float(both[key]), "nearest_k": k, "estimator": rule, **common}
-    if cfg.bootstrap:
-        settings = BootstrapSettings(metrics=cfg.metrics, kid_subsets=cfg.kid_subsets, kid_subset_size=kid_subset,
-                                     is_splits=cfg.is_splits, pr_nearest_k=cfg.pr_nearest_k, dc_nearest_k=cfg.dc_nearest_k)
-        logits = fake.logits if "is_mean" in out else None
-        spread = bootstrap_sample_metrics(fake.features, real.features, logits, settings,
-                                          num_boot=cfg.bootstrap, seed=cfg.seed)
-        for key, uncertainty in spread.items():
-            out[key]["uncertainty"] = uncertainty
-    return out, skipped
+def feature_inputs(fake: FeatureSet, real: FeatureSet, extractor: FeatureExtractor, *, seed: int,
+                   samples: Dataset | None = None, reference: Dataset | None = None) -> MetricInputs:
+    """What the sample metrics read: both feature sets (with their streamed Gaussian fits), the
+    generated set's logits, its raw rows (tabular data) and the reference's mixture metadata."""
+    return MetricInputs(
+        seed=seed, fake_features=fake.features, real_features=real.features,
+        fake_stats=(fake.stats.mean, fake.stats.cov), real_stats=(real.stats.mean, real.stats.cov),
+        fake_logits=fake.logits, feature_extractor=extractor.name, feature_dim=extractor.feature_dim,
+        samples=samples.x if samples is not None and samples.kind == "tabular" else None,
+        mixture=reference.meta.mixture if reference is not None else None,
+    )
 
 
 def describe_dataset(data: Dataset, spec: str, selection: dict[str, Any]) -> dict[str, Any]:
@@ -267,10 +224,7 @@ def score_datasets(
     reference_selection: dict[str, Any],
     progress: bool = True,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any], bool]:
-    """Features once per set, then every requested sample metric.
-
-    When the reference is a registered Gaussian-mixture toy (``8gaussians-*``, ``25gaussians-*``),
-    the mode-collapse measures of ``metrics.modes`` are added (modes covered, high-quality fraction).
+    """Features once per set, then every selected sample metric (``harness.planner``).
 
     Returns (metrics, skipped, extractor protocol, whether the reference came from the cache).
     """
@@ -284,9 +238,9 @@ def score_datasets(
         use_cache=cfg.use_cache,
         progress=progress,
     )
-    metrics, skipped = compute_metrics(cfg, fake, real, extractor)
-    if samples.kind == "tabular" and reference.meta.mixture is not None:
-        metrics.update(mode_metrics(samples.x, reference.meta.mixture))
+    inputs = feature_inputs(fake, real, extractor, seed=cfg.seed, samples=samples, reference=reference)
+    metrics, skipped = run_metrics(cfg.selected(), inputs, cfg.options, replicates=cfg.replicates,
+                                   requested=cfg.metrics)
     return metrics, skipped, extractor.protocol(), real.cached
 
 

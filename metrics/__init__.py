@@ -1,1 +1,38 @@
-"""genbench metrics: feature extractors and pure metric math (one metric per file)."""
+"""genbench metrics: feature extractors and metric math, one metric per file.
+
+``METRICS`` lists every metric file; each file ends with a ``METRIC`` object
+(``harness.core.metric.Metric``) that the pipeline reads. Adding a metric is one line here plus
+its file and tests. Entries are lazy, so listing them imports no metric module.
+"""
+
+from __future__ import annotations
+
+from harness.core.metric import Metric
+from harness.core.registry import Registry
+
+METRICS: Registry[Metric] = Registry("metric")
+
+for _name, _module, _description in (
+    ("fid", "metrics.fid", "Fréchet distance between Gaussian fits of the feature sets (FID with inception-v3)"),
+    ("kid", "metrics.kid", "unbiased MMD² with a cubic polynomial kernel over seeded subsets"),
+    ("is", "metrics.inception_score", "Inception Score of the generated set over splits (needs an extractor with logits)"),
+    ("prdc", "metrics.prdc", "k-NN precision/recall (k=3) and density/coverage (k=5)"),
+    ("modes", "metrics.modes", "modes covered, high-quality fraction, reverse KL (reference with mixture components)"),
+    ("bpd", "metrics.nll", "bits/dim: exact log-likelihood, or the probability-flow ODE"),
+    ("elbo_bpd", "metrics.elbo", "bits/dim upper bound from the ELBO"),
+    ("iwae_bpd", "metrics.iwae", "bits/dim upper bound from the k-sample importance-weighted bound (k recorded)"),
+    ("active_units", "metrics.active_units", "latent units with Var_x E[z|x] > 1e-2, and dims with mean KL > 0.1"),
+    ("straightness", "metrics.straightness", "straightness S(Z) of a flow's Euler trajectories from the prior (0: straight)"),
+    ("nfe", "metrics.nfe", "network evaluations per sample (counted at the network) and sampling throughput"),
+):
+    METRICS.register(_name, f"{_module}:METRIC", description=_description)
+
+
+def all_metrics() -> list[Metric]:
+    """Every registered metric, in registration order (the order they run in and of table columns)."""
+    return [METRICS.get(name) for name in METRICS.registered()]
+
+
+def metric_keys() -> dict[str, tuple[Metric, object]]:
+    """Record key -> (its metric, its ``MetricKey``), over every registered metric."""
+    return {k.key: (m, k) for m in all_metrics() for k in m.keys}

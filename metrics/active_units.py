@@ -2,8 +2,8 @@
 
 Active units (Burda et al. 2016, sec. 5.2): unit u is active when
 A_u = Cov_x(E_{q(u|x)}[u]) ≥ 10⁻², the variance over the data of the posterior *mean* (never of
-sampled z). The choices, against the two reference implementations
-(``/work/shared/reference/metric-anchors.md`` §1.11):
+sampled z). The choices, against the two reference implementations (Burda's Theano code,
+yburda/iwae, and jxhe/vae-lagging-encoder):
 
 * set: the whole evaluation split, as jxhe/vae-lagging-encoder ``calc_au`` (Burda's Theano code
   uses one minibatch of 500 training examples);
@@ -28,11 +28,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
 from harness.core.protocols import DataSpec, Encoder
 from harness.core.rng import BatchRNG
 from metrics.likelihood import Batch, indexed_batches, model_inputs
 
-__all__ = ["RunningMoments", "active_units", "encoder_active_units", "kl_active_dims", "kl_per_dim"]
+__all__ = ["METRIC", "RunningMoments", "active_units", "encoder_active_units", "kl_active_dims", "kl_per_dim"]
 
 AU_THRESHOLD = 1e-2
 KL_THRESHOLD = 0.1
@@ -165,3 +166,22 @@ def encoder_active_units(model: Encoder, batches: Iterable[Batch], *, spec: Data
         raise ValueError("no examples to evaluate: the batches were empty")
     return {"active_units": _au_record(moments.variance(ddof), moments.n, threshold, ddof),
             "kl_active_dims": _kl_record(kl_sum / moments.n, moments.n, threshold=kl_threshold), "n": moments.n}
+
+
+def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
+    data = inputs.data
+    au = encoder_active_units(inputs.model, data.batches, spec=data.spec, seed=inputs.seed)
+    common = data.common(inputs.seed)
+    return {key: MetricEntry(au[key]["count"], {**au[key], **common}) for key in ("active_units", "kl_active_dims")}
+
+
+METRIC = Metric(
+    name="active_units",
+    keys=(MetricKey("active_units", "active units", gate="exact", measured=frozenset({"count", "variances"})),
+          MetricKey("kl_active_dims", "active dims (KL>0.1)", gate="exact", measured=frozenset({"count", "kl_per_dim"}))),
+    needs=("model:Encoder",),
+    description="latent units with Var_x E[z|x] > 1e-2, and dims with mean KL > 0.1",
+    reference="Burda et al. 2016, sec. 5.2",
+    compute=_compute,
+    uncertainty="exact",
+)

@@ -129,10 +129,10 @@ def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
     return {"kid_mean": MetricEntry(mean, fields), "kid_std": MetricEntry(std, fields)}
 
 
-def _replicate_options(options: Any, m: int, m_ref: int) -> Any:
+def _replicate_options(options: Any, inputs: MetricInputs, m: int, m_ref: int) -> Any:
     """The run's subset size capped at the half-sets; one subset when a subset is the whole of both
     half-sets (every subset would then give the same value)."""
-    size = min(options.sample.kid_subset_size or min(1000, 2 * m, 2 * m_ref), m, m_ref)
+    size = min(_subset_size(inputs, options), m, m_ref)
     subsets = 1 if size == m == m_ref else options.sample.kid_subsets
     return replace(options, sample=replace(options.sample, kid_subset_size=size, kid_subsets=subsets))
 

@@ -26,8 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
+
 
 __all__ = [
+    "METRIC",
     "assign_modes",
     "high_quality_fraction",
     "mode_counts",
@@ -127,3 +130,26 @@ def mode_metrics(samples: Any, mixture: Any, *, threshold_std: float = DEFAULT_T
                             "meaning": "KL(q || uniform) in nats, q the mode histogram of the high-quality samples "
                                        "(PacGAN); inf if none is high quality"},
     }
+
+
+def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
+    entries = mode_metrics(inputs.samples, inputs.mixture)
+    out = {}
+    for key, entry in entries.items():
+        fields = {k: v for k, v in entry.items() if k != "value"}
+        value = entry["value"]
+        reason = "no sample is high quality (KL of an empty histogram)" if value == math.inf else None
+        out[key] = MetricEntry(value, fields, reason=reason)
+    return out
+
+
+METRIC = Metric(
+    name="modes",
+    keys=(MetricKey("modes_covered", "modes covered", higher_is_better=True),
+          MetricKey("high_quality_fraction", "high-quality fraction", higher_is_better=True),
+          MetricKey("mode_reverse_kl", "reverse KL over modes", unit="nats", higher_is_better=False)),
+    needs=("samples", "mixture"),
+    description="modes covered, high-quality fraction and reverse KL over modes (reference with known mixture components)",
+    reference="Srivastava et al. 2017 (VEEGAN), sec. 5.1; Lin et al. 2018 (PacGAN), sec. 4.1",
+    compute=_compute,
+)

@@ -16,7 +16,10 @@ import torch
 from scipy import stats
 
 from baselines.analytic import LinearGaussianVAE
-from harness.bootstrap import BootstrapSettings, bootstrap_sample_metrics, fid_of_rows
+from harness.core.metric import MetricInputs
+from harness.core.options import MetricOptions, ModelMetricOptions, SampleMetricOptions
+from harness.planner import half_sample_replicates, metric_named
+from metrics.fid import fid_of_rows
 from harness.checkpoint import save_checkpoint
 from harness.cli import main
 from harness.drift import CheckOptions, _paired_spread, check
@@ -133,7 +136,7 @@ def test_perturbed_weights_fail_naming_the_metrics(vae_records):
 
 @pytest.fixture(scope="module")
 def trained_vae2d(tmp_path_factory) -> dict[str, dict]:
-    """The issue's case literally: a baseline trained by `genbench train`, its decoder's output bias shifted
+    """End to end: a baseline trained by `genbench train`, its decoder's output bias shifted
     by 1.0, 0.4 and 1e-6 (moons spans about 3 units), each evaluated at the same seed as the baseline."""
     from harness.checkpoint import load_checkpoint
 
@@ -197,13 +200,19 @@ def test_tiny_changes_and_reruns_pass_the_paired_rule(trained_vae2d):
         assert paired[key].basis == "paired" and paired[key].tolerance < 0.2 * unpaired[key].tolerance
 
 
+def _replicates(fake, real, logits, names, *, num, seed, **sample_options):
+    """The half-sample uncertainties of metrics ``names`` on feature rows, as a run records them."""
+    inputs = MetricInputs(seed=seed, fake_features=fake, real_features=real, fake_logits=logits,
+                          feature_extractor="identity", feature_dim=fake.shape[1])
+    options = MetricOptions(sample=SampleMetricOptions(**sample_options))
+    return half_sample_replicates([metric_named(n) for n in names], inputs, options, num)
+
+
 def test_paired_rule_is_calibrated_for_a_null_change():
     """A change that redraws the generated set from the same distribution (reference and seed shared):
     the paired t statistic Δ / s_paired of each metric should exceed the two-sided 5% point (df 9) at
     most ~5% of the time (measured over 200 trials: 0.5-4%). 60 trials here; each metric's count of
     alarms is at most Binomial(60, 0.05), and P(X >= 10) < 0.003."""
-    settings = BootstrapSettings(metrics=("fid", "prdc"), kid_subsets=1, kid_subset_size=1, is_splits=1,
-                                 pr_nearest_k=3, dc_nearest_k=5)
     q, trials = stats.t.ppf(0.975, 9), 60
     alarms: dict[str, int] = {}
     for t in range(trials):
@@ -211,7 +220,7 @@ def test_paired_rule_is_calibrated_for_a_null_change():
         real = rng.standard_normal((100, 2))
         fakes = [rng.standard_normal((100, 2)) * 1.2 + 0.3 for _ in range(2)]
         full = [{"fid": fid_of_rows(f, real), **compute_prdc_multi_k(real, f, pr_k=3, dc_k=5)} for f in fakes]
-        reps = [bootstrap_sample_metrics(f, real, None, settings, num_boot=10, seed=5) for f in fakes]
+        reps = [_replicates(f, real, None, ("fid", "prdc"), num=10, seed=5) for f in fakes]
         for key in reps[0]:
             s, df = _paired_spread({"uncertainty": reps[0][key]}, {"uncertainty": reps[1][key]}, "b", "c")
             assert df == 9 and s > 0
@@ -258,7 +267,7 @@ def seed_pairs() -> list[tuple[dict, dict]]:
     def run(seed: int) -> dict:
         cfg = ModelEvalConfig(model="linear-gaussian-vae", model_args=(("data_dim", 4), ("latent_dim", 2)),
                               dataset="gaussian-4-test", num_samples=200, seed=seed, use_cache=False,
-                              num_importance=10,
+                              model_metrics=ModelMetricOptions(num_importance=10),
                               metrics=("fid", "prdc", "nfe", "bpd", "elbo_bpd", "iwae_bpd", "active_units"))
         return evaluate_model(cfg, progress=False)
 
@@ -268,7 +277,7 @@ def seed_pairs() -> list[tuple[dict, dict]]:
 def test_seed_only_differences_pass_at_the_nominal_rate(seed_pairs):
     """Family-wise alpha = 1% per record pair (8 toleranced metrics, 3 exact ones), so the alarms X over
     20 independent pairs are at most Binomial(20, 0.01): E[X] = 0.2, P(X >= 3) = 0.0010. We assert
-    X <= 2 (these seeds give X = 1: elbo_bpd and iwae_bpd of pair 0, whose per-example bits/dim
+    X <= 2 (these seeds give X = 1: elbo_bpd of pair 0, whose per-example bits/dim
     are heavy-tailed for this deliberately mismatched model; 5 alarms in 490 pairs over all the
     configurations tried during development, 1.0%)."""
     alpha, pairs = 0.01, len(seed_pairs)
@@ -342,7 +351,7 @@ def test_solver_tolerance_mismatch_is_refused(tmp_path):
     base = _eval(tmp_path / "b.json", *args)
     cand = _eval(tmp_path / "c.json", *args, "--ode-rtol", "1e-3")
     code, _, err = _run("check", "--baseline", str(base), "--candidate", str(cand))
-    assert code == 2 and "config.ode_rtol" in err and "metrics.*.rtol" in err
+    assert code == 2 and "config.model_metrics.ode_rtol" in err and "metrics.*.rtol" in err
 
 
 def test_context_changes_are_not_mismatches(sample_record, tmp_path):
@@ -360,7 +369,7 @@ def test_context_changes_are_not_mismatches(sample_record, tmp_path):
     ("{not json", "not readable JSON"),
     ('{"schema": "other/1"}', "unknown record schema"),
     ("SCHEMA_NO_METRICS", "missing field 'metrics'"),
-    ("BAD_VALUE", "metrics.fid.value is 'high', not a number"),
+    ("BAD_VALUE", "metric 'fid' value must be a finite number or null, got 'high'"),
 ])
 def test_malformed_records_name_file_and_problem(sample_record, tmp_path, content, problem):
     base = write_record(tmp_path / "b.json", sample_record)
@@ -443,17 +452,17 @@ def test_fid_of_rows_matches_fid_both_routes():
 def test_half_sample_spread_is_seeded_and_covers_inception_score():
     rng = np.random.default_rng(1)
     fake, real, logits = rng.standard_normal((80, 3)), rng.standard_normal((90, 3)), rng.standard_normal((80, 5))
-    settings = BootstrapSettings(metrics=("fid", "kid", "is", "prdc"), kid_subsets=3, kid_subset_size=50,
-                                 is_splits=4, pr_nearest_k=3, dc_nearest_k=5)
-    a = bootstrap_sample_metrics(fake, real, logits, settings, num_boot=4, seed=7)
-    assert a == bootstrap_sample_metrics(fake, real, logits, settings, num_boot=4, seed=7)
+    opts = {"kid_subsets": 3, "kid_subset_size": 50, "is_splits": 4}
+    names = ("fid", "kid", "is", "prdc")
+    a = _replicates(fake, real, logits, names, num=4, seed=7, **opts)
+    assert a == _replicates(fake, real, logits, names, num=4, seed=7, **opts)
     assert set(a) == {"fid", "kid_mean", "is_mean", "precision", "recall", "density", "coverage"}
-    assert all(v["std"] > 0 and v["num_boot"] == 4 for v in a.values())
+    assert all(v["std"] > 0 and v["num_replicates"] == 4 for v in a.values())
     # the replicates are stored; their rows depend only on (seed, sizes, replicate index): a longer run
     # repeats the shorter one's replicates, and so do other features of the same sizes
     assert all(len(v["replicates"]) == 4 and v["std"] == pytest.approx(np.std(v["replicates"], ddof=1) * v["scale"])
                for v in a.values())
-    longer = bootstrap_sample_metrics(fake, real, logits, settings, num_boot=6, seed=7)
+    longer = _replicates(fake, real, logits, names, num=6, seed=7, **opts)
     assert all(longer[k]["replicates"][:4] == a[k]["replicates"] for k in a)
-    shifted = bootstrap_sample_metrics(fake + 1.0, real + 1.0, logits, settings, num_boot=4, seed=7)
+    shifted = _replicates(fake + 1.0, real + 1.0, logits, names, num=4, seed=7, **opts)
     assert shifted["fid"]["replicates"] == pytest.approx(a["fid"]["replicates"], rel=1e-9)  # same rows, FD shift-invariant

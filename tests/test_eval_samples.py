@@ -209,4 +209,4 @@ def test_record_json_is_stable_text(tmp_path):
                  "--json", str(out), "--quiet"]) == 0
     text = out.read_text()
     assert text.endswith("\n")
-    assert json.loads(text)["schema"] == "genbench.record/1"
+    assert json.loads(text)["schema"] == "genbench.record/2"

@@ -18,7 +18,7 @@ import baselines.flow_matching as fm
 from harness.checkpoint import save_checkpoint
 from harness.models import MODELS, register_model
 from harness.core.nfe import counting
-from harness.core.protocols import ProbabilityFlow, Sampler
+from harness.core.protocols import FlowTrajectory, ProbabilityFlow, Sampler
 from harness.core.rng import BatchRNG
 from metrics.straightness import straightness, straightness_of_velocity, straightness_per_example
 
@@ -46,8 +46,9 @@ def _train(name: str, dataset: str, out, *, seed: int = 0, steps: int = TRAIN_ST
 def _eval(checkpoint: str, dataset: str, *, metrics=("fid", "prdc"), num_samples: int = 1000, **kw) -> dict:
     from harness.runner import ModelEvalConfig, evaluate_model
 
-    record = evaluate_model(ModelEvalConfig(dataset=dataset, checkpoint=checkpoint, num_samples=num_samples,
-                                            metrics=metrics, **kw), progress=False)
+    cfg = ModelEvalConfig.from_dict({"dataset": dataset, "checkpoint": checkpoint, "num_samples": num_samples,
+                                     "metrics": metrics, **kw})  # flat options are routed to their sub-config
+    record = evaluate_model(cfg, progress=False)
     return {k: v["value"] for k, v in record["metrics"].items()} | {"_record": record}
 
 
@@ -175,6 +176,22 @@ def test_samples_do_not_depend_on_batch_size(sampler):
     torch.testing.assert_close(full, part, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("entry", fm.REGISTRY[:2], ids=lambda e: e.name)
+def test_trajectory_is_the_euler_grid_of_integrate(entry):
+    """trajectory(z0, steps=N): [N + 1, B, *shape] Euler states from z0 (t = 0) to x(t_max), NFE N."""
+    model = entry.build(entry.tiny_config)
+    z0 = BatchRNG(1, range(3)).normal((2,))
+    with counting(model) as count:
+        traj = model.trajectory(z0, steps=6)
+    assert traj.shape == (7, 3, 2) and count.forward_calls == 6 and isinstance(model, FlowTrajectory)
+    assert torch.equal(traj[0], z0) and torch.equal(traj[-1], model.integrate(z0, sampler="euler", steps=6))
+    h = model.config.t_max / 6  # the grid t_k = k t_max / N
+    t2 = torch.full((3,), 2 * h)
+    torch.testing.assert_close(traj[3], traj[2] + h * model.net(traj[2], t2), rtol=0, atol=0)
+    with pytest.raises(TypeError):
+        model.integrate(z0, sampler="euler", steps=6, return_trajectory=True)  # removed: integrate returns x(t_max)
+
+
 # ----- straightness -----------------------------------------------------------------------------
 
 
@@ -255,7 +272,7 @@ def test_rectified_flow_learns_8gaussians(rectified):
 
 
 def test_reflow_straightens_and_improves_one_step_samples(rectified):
-    """The issue's acceptance point (Liu et al. 2023, RF-d / RF-e): 2-RF is straighter; its 1-step samples are better."""
+    """Liu et al. 2023 (RF-d / RF-e): 2-RF is straighter than 1-RF, and its 1-step samples are better."""
     model1, model2 = _load(rectified["rf1"]), _load(rectified["rf2"])
     rng = BatchRNG(5, range(1000), stream="straightness")
     with torch.no_grad():

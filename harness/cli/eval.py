@@ -7,11 +7,14 @@ import json
 import sys
 from typing import Any
 
-from harness.cli.eval_samples import format_table
+from harness.cli.eval_samples import format_table, metric_list
+from harness.cli.options import add_flags, add_replicates_flag, collect, replicates
 from harness.convert import ROUNDING
+from harness.core.options import ModelMetricOptions, SampleMetricOptions
 from harness.eval_samples import RESIZE_PROTOCOLS
-from harness.runner import MODEL_METRICS, SAMPLE_METRICS, ModelEvalConfig, evaluate_model
-from harness.store.records import write_record
+from harness.planner import registered
+from harness.runner import ModelEvalConfig, evaluate_model
+from harness.store.records import check_output_path, write_record
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -24,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="argument for the entry factory or registered model (repeatable; VALUE parsed as JSON if it can be)")
     p.add_argument("--dataset", required=True, metavar="NAME_OR_PATH", help="reference / evaluation data")
     p.add_argument("--metrics", default=None,
-                   help=f"comma-separated subset of {','.join((*SAMPLE_METRICS, *MODEL_METRICS))} (default: all applicable)")
+                   help=f"comma-separated subset of {','.join(m.name for m in registered())} (default: all applicable)")
     p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples drawn and data rows used")
     p.add_argument("--sampler", default=None, metavar="NAME", help="passed to model.sample(sampler=...)")
     p.add_argument("--steps", type=int, default=None, metavar="K", help="passed to model.sample(steps=...)")
@@ -37,17 +40,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--inception-weights", default=None, metavar="FILE")
     p.add_argument("--resize", default="tf-bilinear", choices=RESIZE_PROTOCOLS)
     p.add_argument("--rounding", default="round", choices=ROUNDING, help="model output to uint8 rule")
-    p.add_argument("--num-importance", type=int, default=50, metavar="K", help="IWAE k")
-    p.add_argument("--ode-divergence", default="hutchinson", choices=("hutchinson", "exact"))
-    p.add_argument("--ode-probe", default="rademacher", choices=("rademacher", "gaussian"))
-    p.add_argument("--ode-probes", type=int, default=1, help="Hutchinson probes per example")
-    p.add_argument("--ode-solver", default="dopri5", choices=("dopri5", "euler", "heun", "rk4"))
-    p.add_argument("--ode-rtol", type=float, default=1e-5)
-    p.add_argument("--ode-atol", type=float, default=1e-5)
-    p.add_argument("--ode-steps", type=int, default=100, help="fixed-step solvers only")
+    add_flags(p, SampleMetricOptions, title="sample metrics")
+    add_flags(p, ModelMetricOptions, title="model metrics (likelihood bounds, PF-ODE, straightness)")
+    p.add_argument("--ode-probes", type=int, dest="ode_probes_old", default=None, help=argparse.SUPPRESS)
     p.add_argument("--no-cache", action="store_true")
-    p.add_argument("--bootstrap", type=int, default=10, metavar="B",
-                   help="half-sample replicates for the sample metrics' standard errors (default: %(default)s; 0: none)")
+    add_replicates_flag(p)
     p.add_argument("--json", default=None, metavar="OUT")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(command=name)
@@ -69,24 +66,28 @@ def parse_model_args(items: list[str]) -> tuple[tuple[str, Any], ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ode_probes_old is not None:  # the flag's old name
+        print("genbench: warning: --ode-probes is now --ode-num-probes", file=sys.stderr)
+        args.ode_num_probes = args.ode_probes_old
     cfg = ModelEvalConfig(
         dataset=args.dataset, checkpoint=args.checkpoint, entry=args.entry, model=args.model,
-        model_args=parse_model_args(args.model_arg),
-        metrics=None if args.metrics is None else tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+        model_args=parse_model_args(args.model_arg), metrics=metric_list(args.metrics),
         num_samples=args.num_samples, sampler=args.sampler, steps=args.steps,
         sample_options=parse_model_args(args.sample_option), seed=args.seed, device=args.device,
         batch_size=args.batch_size, feature_extractor=args.feature_extractor, inception_weights=args.inception_weights,
-        resize=args.resize, rounding=args.rounding, num_importance=args.num_importance,
-        ode_divergence=args.ode_divergence, ode_probe=args.ode_probe, ode_num_probes=args.ode_probes,
-        ode_solver=args.ode_solver, ode_rtol=args.ode_rtol, ode_atol=args.ode_atol, ode_steps=args.ode_steps,
-        use_cache=not args.no_cache, bootstrap=args.bootstrap,
+        resize=args.resize, rounding=args.rounding, sample_metrics=collect(args, SampleMetricOptions),
+        model_metrics=collect(args, ModelMetricOptions), use_cache=not args.no_cache, replicates=replicates(args),
     )
+    if args.json:
+        check_output_path(args.json)
     record = evaluate_model(cfg, progress=not args.quiet and sys.stderr.isatty(), argv=sys.argv)
+    if args.json:
+        path = write_record(args.json, record)
     model = record["model"]
     print(f"model    {model['name']}  [{', '.join(model['capabilities'])}]")
     print(f"dataset  {record['data']['dataset']['name']}  n={record['data']['dataset']['selection']['n_used']}")
     print(f"time     {record['run']['wall_time_s']:.1f} s\n")
     print(format_table(record))
     if args.json:
-        print(f"\nrecord written to {write_record(args.json, record)}")
+        print(f"\nrecord written to {path}")
     return 0

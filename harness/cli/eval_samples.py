@@ -6,8 +6,11 @@ import argparse
 import sys
 from typing import Any
 
+from harness.cli.options import add_flags, add_replicates_flag, collect, replicates
+from harness.core.options import SampleMetricOptions
 from harness.eval_samples import RESIZE_PROTOCOLS, SampleEvalConfig, evaluate_samples
-from harness.store.records import write_record
+from harness.planner import sample_metrics
+from harness.store.records import check_output_path, write_record
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -19,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("--samples", required=True, metavar="X", help="generated samples")
     p.add_argument("--reference", required=True, metavar="Y", help="reference (real) data")
-    p.add_argument("--metrics", default="fid,kid,is,prdc", help="comma-separated (default: %(default)s)")
+    p.add_argument("--metrics", default=None,
+                   help=f"comma-separated subset of {','.join(m.name for m in sample_metrics())} (default: "
+                        f"{','.join(m.name for m in sample_metrics() if m.default)}, as the data allow)")
     p.add_argument("--feature-extractor", default=None, metavar="NAME",
                    help="default: inception-v3 for images, identity for tabular data")
     p.add_argument("--inception-weights", default=None, metavar="FILE",
@@ -32,22 +37,30 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached reference features")
-    p.add_argument("--bootstrap", type=int, default=10, metavar="B",
-                   help="half-sample replicates for each metric's standard error, used by `genbench check`; "
-                        "costs about B/4 x the run's k-NN metrics and, above 2000 samples, B x its KID "
-                        "(default: %(default)s; 0: none)")
+    add_flags(p, SampleMetricOptions, title="sample metrics")
+    add_replicates_flag(p, "; costs about B/4 x the run's k-NN metrics and, above 2000 samples, B x its KID")
     p.add_argument("--json", default=None, metavar="OUT", help="write the run record here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(command=name)
 
 
+def metric_list(text: str | None) -> tuple[str, ...] | None:
+    """``"fid, prdc"`` -> ("fid", "prdc"); None stays None (every default metric)."""
+    return None if text is None else tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def _value(entry: dict[str, Any]) -> str:
+    value = entry.get("value")
+    return "n/a" if value is None else f"{value:.6g}"
+
+
 def format_table(record: dict[str, Any]) -> str:
-    """The metrics of a record as an aligned text table."""
+    """The metrics of a record as an aligned text table (``n/a`` and the reason for a missing value)."""
     rows = []
     for key, entry in record["metrics"].items():
         label = entry.get("label", key)
-        space = entry.get("feature_extractor", "")
-        rows.append((key, label, f"{entry['value']:.6g}", space))
+        note = entry.get("feature_extractor", "") if entry.get("value") is not None else entry.get("value_reason", "")
+        rows.append((key, label, _value(entry), note or ""))
     rows += [(key, "skipped", "-", reason) for key, reason in record["skipped"].items()]
     header = ("metric", "label", "value", "feature space / note")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
@@ -61,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = SampleEvalConfig(
         samples=args.samples,
         reference=args.reference,
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+        metrics=metric_list(args.metrics),
         feature_extractor=args.feature_extractor,
         inception_weights=args.inception_weights,
         resize=args.resize,
@@ -69,16 +82,20 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         device=args.device,
+        sample_metrics=collect(args, SampleMetricOptions),
         use_cache=not args.no_cache,
-        bootstrap=args.bootstrap,
+        replicates=replicates(args),
     )
+    if args.json:
+        check_output_path(args.json)
     record = evaluate_samples(cfg, progress=not args.quiet and sys.stderr.isatty(), argv=sys.argv)
+    if args.json:
+        path = write_record(args.json, record)
     data = record["data"]
     print(f"samples   {data['samples']['name']}  n={data['samples']['selection']['n_used']}")
     print(f"reference {data['reference']['name']}  n={data['reference']['selection']['n_used']}")
     print(f"features  {record['features']['name']}  ({record['run']['wall_time_s']:.1f} s)\n")
     print(format_table(record))
     if args.json:
-        path = write_record(args.json, record)
         print(f"\nrecord written to {path}")
     return 0

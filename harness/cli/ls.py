@@ -17,7 +17,7 @@ def _registry(what: str) -> Registry:
 
         return MODELS
     if what == "metrics":
-        from metrics.info import METRICS
+        from metrics import METRICS
 
         return METRICS
     from metrics.features import FEATURES

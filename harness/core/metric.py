@@ -142,6 +142,8 @@ class MetricInputs:
         sampling: what the sampling pass recorded (NFE tallies, wall time), or None.
         device: torch device string of the run.
         progress: whether long loops show a progress bar.
+        num_samples: how many samples a model metric that draws its own (straightness) uses.
+        batch_size: examples per model call.
     """
 
     seed: int
@@ -159,6 +161,8 @@ class MetricInputs:
     sampling: Mapping[str, Any] | None = None
     device: str = "cpu"
     progress: bool = False
+    num_samples: int = 0
+    batch_size: int = 100
 
     @property
     def n_fake(self) -> int:
@@ -177,6 +181,28 @@ class MetricInputs:
             samples=pick(self.samples), fake_stats=None, real_stats=None,
             real_features=None if self.real_features is None else self.real_features[ref_rows],
         )
+
+
+@dataclass(frozen=True)
+class ModelData:
+    """The evaluation data a model metric scores.
+
+    Attributes:
+        batches: (index of the first example, uint8 images or float rows [B, ...]) in example order,
+            on the run's device.
+        spec: the model's ``DataSpec`` (how data becomes model input).
+        n: number of examples.
+        dataset: the data set's name as given.
+    """
+
+    batches: list[tuple[int, Any]]
+    spec: Any
+    n: int
+    dataset: str
+
+    def common(self, seed: int) -> dict[str, Any]:
+        """Fields every model-metric entry carries: which examples, which seed."""
+        return {"n": self.n, "dataset": self.dataset, "seed": seed}
 
 
 Compute = Callable[[MetricInputs, Any], dict[str, MetricEntry]]
@@ -200,9 +226,9 @@ class Metric:
             each set, ``harness.core.stats``), ``"per-example"`` (standard error and block means of
             per-example values), ``"exact"`` (a count or a deterministic number) or ``"none"``.
         default: runs when no ``--metrics`` are given and its needs are met.
-        replicate_options: for half-sample metrics, the options one replicate of ``m`` generated and
-            ``m_ref`` reference rows runs with (e.g. KID's subset size capped at m); default: the
-            run's own.
+        replicate_options: for half-sample metrics, ``(options, full inputs, m, m_ref)`` -> the options
+            a replicate of ``m`` generated and ``m_ref`` reference rows runs with (e.g. KID's subset
+            size capped at m); default: the run's own.
     """
 
     name: str
@@ -215,7 +241,7 @@ class Metric:
     min_samples: Callable[[Any], int] = lambda options: 2
     uncertainty: Uncertainty = "none"
     default: bool = True
-    replicate_options: Callable[[Any, int, int], Any] | None = None
+    replicate_options: Callable[[Any, MetricInputs, int, int], Any] | None = None
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.needs if n not in NEEDS]

@@ -104,6 +104,11 @@ class Registry(Generic[T]):
         self._load()
         return sorted(self._entries) + [p for p, _, _ in self._resolvers]
 
+    def registered(self) -> list[str]:
+        """Registered names in registration order (pattern names excluded)."""
+        self._load()
+        return list(self._entries)
+
     def describe(self) -> Iterator[tuple[str, str]]:
         """(name, description) pairs for ``genbench ls``."""
         self._load()

@@ -35,34 +35,41 @@ class Column:
     unit: str = ""
 
 
-COLUMNS: dict[str, Column] = {c.key: c for c in (
-    Column("fid", "FD", False),
-    Column("kid_mean", "KID", False),
-    Column("is_mean", "IS", True),
-    Column("precision", "precision", True),
-    Column("recall", "recall", True),
-    Column("density", "density", True),
-    Column("coverage", "coverage", True),
-    Column("modes_covered", "modes covered", True),
-    Column("high_quality_fraction", "high-quality fraction", True),
-    Column("bpd", "bits/dim", False, "bits/dim"),
-    Column("elbo_bpd", "ELBO bits/dim", False, "bits/dim"),
-    Column("iwae_bpd", "IWAE bits/dim", False, "bits/dim"),
-    Column("bpd_nll_nats", "NLL (exact/ODE)", False, "nats"),
-    Column("elbo_nll_nats", "−ELBO", False, "nats"),
-    Column("iwae_nll_nats", "−L_k (IWAE bound)", False, "nats"),
-    Column("kl_nats", "KL", None, "nats"),
-    Column("kl_per_dim", "KL per dim", None, "nats"),
-    Column("recon_nats", "recon.", False, "nats"),
-    Column("active_units", "active units", None),
-    Column("kl_active_dims", "active dims (KL>0.1)", None),
-    Column("straightness", "straightness S", False),
-    Column("nfe_mean", "NFE", False),
-    Column("bpd_nfe", "NFE of the bpd ODE solve", False),
-    Column("samples_per_s", "samples/s", True),
-    Column("parameters", "params", None),
-    Column("train_wall_time_s", "train time", None, "s"),
-)}
+DERIVED: tuple[tuple[Column, str | None], ...] = (
+    (Column("bpd_nll_nats", "NLL (exact/ODE)", False, "nats"), "iwae_bpd"),
+    (Column("elbo_nll_nats", "−ELBO", False, "nats"), "iwae_bpd"),
+    (Column("iwae_nll_nats", "−L_k (IWAE bound)", False, "nats"), "iwae_bpd"),
+    (Column("kl_nats", "KL", None, "nats"), "iwae_bpd"),
+    (Column("kl_per_dim", "KL per dim", None, "nats"), "iwae_bpd"),
+    (Column("recon_nats", "recon.", False, "nats"), "iwae_bpd"),
+    (Column("bpd_nfe", "NFE of the bpd ODE solve", False), "nfe_mean"),
+    (Column("parameters", "params", None), None),
+    (Column("train_wall_time_s", "train time", None, "s"), None),
+)
+"""Columns computed from fields a record already holds (see the module docstring), each shown
+after the metric key named beside it (None: at the end)."""
+
+_UNIT_SHOWN = frozenset({"bits/dim", "nats", "s"})
+
+
+def _columns() -> dict[str, Column]:
+    """One column per key of every registered metric (its ``MetricKey`` label, direction and unit),
+    in registry order, with the derived columns placed after their metric key."""
+    from metrics import all_metrics
+
+    after: dict[str | None, list[Column]] = {}
+    for column, anchor in DERIVED:
+        after.setdefault(anchor, []).append(column)
+    out: dict[str, Column] = {}
+    for metric in all_metrics():
+        for k in metric.keys:
+            out[k.key] = Column(k.key, k.label, k.higher_is_better, k.unit if k.unit in _UNIT_SHOWN else "")
+            out.update({c.key: c for c in after.get(k.key, ())})
+    out.update({c.key: c for c in after.get(None, ())})
+    return out
+
+
+COLUMNS: dict[str, Column] = _columns()
 
 
 _NLL_OF = {"bpd_nll_nats": "bpd", "elbo_nll_nats": "elbo_bpd", "iwae_nll_nats": "iwae_bpd"}

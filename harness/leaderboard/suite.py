@@ -172,15 +172,15 @@ def _dataset(value: Any, where: str) -> tuple[str, str]:
 
 def _check_eval(options: dict[str, Any], where: str) -> None:
     """Refuse unknown or leaderboard-owned eval options and unknown metrics, by building the config."""
-    from harness.runner import MODEL_METRICS, ModelEvalConfig
-    from metrics.info import METRICS
+    from harness.runner import ModelEvalConfig
+    from metrics import METRICS
 
     fixed = sorted(set(options) & _EVAL_FIXED)
     if fixed:
         raise ValueError(f"{where} eval: {fixed} are set by the leaderboard (data set, checkpoint, seed); remove them")
     for metric in options.get("metrics") or ():
-        if metric not in METRICS and metric not in MODEL_METRICS:
-            known = sorted([*METRICS.names(), *MODEL_METRICS])
+        if metric not in METRICS:
+            known = METRICS.names()
             raise ValueError(f"{where} eval: unknown metric {metric!r}; known: {', '.join(known)}")
     try:
         ModelEvalConfig.from_dict({**options, "dataset": "x", "checkpoint": "x.pt"})

@@ -1,9 +1,11 @@
-"""Run records: one JSON file per run, schema-versioned, written atomically.
+"""Run records: one JSON file per run, schema-versioned (``harness.store.schema``), written atomically.
 
 A record carries what is needed to reproduce and to compare each number: the run (id, git sha,
 library versions, device, wall time, command line), the data (spec, content hash, rows used), the
 feature extractor's protocol, and per metric ``{"value": ..., protocol fields}``; metrics that
-could not run are listed under ``skipped`` with the reason.
+could not run are listed under ``skipped`` with the reason. Records are validated as
+:class:`~harness.store.schema.Record` when written and when read; older schemas are migrated on
+read.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.atomic import write_json
+from harness.store.schema import SCHEMA, Record, migrate
 
-SCHEMA = "genbench.record/1"
+__all__ = ["SCHEMA", "Record", "check_output_path", "migrate", "read_record", "run_info", "validate_record", "write_record"]
 
 _VERSIONED = ("genbench", "torch", "torchvision", "numpy", "scipy", "torch-fidelity", "clean-fid")
 
@@ -71,22 +74,42 @@ def run_info(*, device: str, wall_time_s: float, argv: list[str] | None = None) 
     }
 
 
-def write_record(path: str | os.PathLike[str], record: dict[str, Any]) -> Path:
-    """Validate the record's top level and write it atomically; returns the path."""
-    validate_record(record)
-    write_json(path, record)
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work, an output path that cannot be written: a folder, a missing or
+    non-folder parent. Returns the path."""
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"output {out} is a folder; give a file name, e.g. {out / 'record.json'}")
+    parent = out.parent if str(out.parent) else Path(".")
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"output {out} cannot be created: {probe} is a file, not a folder")
+    if probe.exists() and not os.access(probe, os.W_OK):
+        raise ValueError(f"output {out} cannot be created: {probe} is not writable")
+    return out
+
+
+def write_record(path: str | os.PathLike[str], record: dict[str, Any] | Record) -> Path:
+    """Validate the record (:class:`Record`) and write it atomically; returns the path."""
+    obj = record.to_json() if isinstance(record, Record) else record
+    validate_record(obj)
+    check_output_path(path)
+    write_json(path, obj)
     return Path(path)
 
 
 def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a record; errors name the file and what is wrong."""
+    """Read, migrate to the current schema and validate a record; errors name the file and what is wrong."""
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"record {path} does not exist") from None
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"record {path} is not readable JSON: {err}") from None
     try:
+        record = migrate(record) if isinstance(record, dict) else record
         validate_record(record)
     except ValueError as err:
         raise ValueError(f"record {path}: {err}") from None
@@ -94,14 +117,5 @@ def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def validate_record(record: Any) -> None:
-    """Check the fields every record must have; raise ValueError naming the first problem."""
-    if not isinstance(record, dict):
-        raise ValueError("a record must be a JSON object")
-    if record.get("schema") != SCHEMA:
-        raise ValueError(f"unknown record schema {record.get('schema')!r}; expected {SCHEMA!r}")
-    for field in ("kind", "run", "data", "metrics", "skipped"):
-        if field not in record:
-            raise ValueError(f"missing field {field!r}")
-    for key, entry in record["metrics"].items():
-        if not isinstance(entry, dict) or "value" not in entry:
-            raise ValueError(f"metric {key!r} must be an object with a 'value'")
+    """Check a record in the current format (:class:`Record`); raise ValueError naming the first problem."""
+    Record.from_json(record)

@@ -1,0 +1,37 @@
+"""Network evaluations per sample and sampling throughput, read from the sampling pass.
+
+NFE is counted at the network (``harness.core.nfe``), never by the sampler, so adaptive solvers,
+guidance and Hutchinson passes count alike (the EDM convention, Karras et al. 2022, sec. 3).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
+
+
+def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
+    sampling = inputs.sampling or {}
+    out: dict[str, MetricEntry] = {}
+    if "nfe_per_sample" in sampling:
+        out["nfe_mean"] = MetricEntry(sampling["nfe_per_sample"], {**sampling["nfe"], "sampler": sampling.get("sampler"),
+                                                                   "steps": sampling.get("steps")})
+    out["samples_per_s"] = MetricEntry(sampling["samples_per_s"], {
+        "device": inputs.device, "batch_size": sampling.get("batch_size"), "wall_time_s": sampling.get("wall_time_s")})
+    return out
+
+
+METRIC = Metric(
+    name="nfe",
+    keys=(MetricKey("nfe_mean", "NFE", higher_is_better=False, gate="exact",
+                    measured=frozenset({"forward_calls", "examples_evaluated", "vjp_calls"}),
+                    tested=frozenset({"sampler", "steps"})),
+          MetricKey("samples_per_s", "samples/s", unit="1/s", higher_is_better=True, gate="none", gate_reason="timing",
+                    measured=frozenset({"wall_time_s", "device", "batch_size"}))),
+    needs=("model:Sampler",),
+    description="network evaluations per sample (counted at the network) and sampling throughput",
+    reference="Karras et al. 2022 (EDM) NFE conventions",
+    compute=_compute,
+    uncertainty="exact",
+)
