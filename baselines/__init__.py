@@ -1,1 +1,1 @@
-"""Reference implementations of generative model families (filled by later issues)."""
+"""Reference implementations of generative model families."""

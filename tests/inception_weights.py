@@ -1,4 +1,4 @@
-"""Seeded random FID-Inception weights for offline tests (recipe: shared/reference/env-report.md, section 6).
+"""Seeded random FID-Inception weights for offline tests.
 
 The real weights cannot be downloaded here, so tests use torchvision's Inception-v3 skeleton with
 its seeded random init, saved in torch-fidelity's state-dict format (the keys match, so it loads

@@ -6,8 +6,8 @@ family-tradeoff --rows ROW`` does, in a temporary work folder, and the record mu
 
 * FD[mnist-cnn] (n = 500 against mnist5k-test) below 1000. The recipes measured 253 (FM-OT) to 626
   (DDPM), with training times of 47 s (VAE) to 425 s (RealNVP) on 2 idle cores; grids that were
-  not digits measured 4436 (single-scale RealNVP, dark specks) and 3624 (session 1's NS-GAN);
-  real-vs-real at n = 500 is about 30-90.
+  not digits measured 4436 (single-scale RealNVP, dark specks) and 3624 (an earlier, shorter NS-GAN
+  recipe); real-vs-real at n = 500 is about 30-90.
 * recall above 0.3: the samples cover a fair part of the test digits (the single-scale RealNVP had 0.01).
 """
 
