@@ -17,6 +17,7 @@ for _name, _module, _description in (
     ("kid", "metrics.kid", "unbiased MMD² with a cubic polynomial kernel over seeded subsets"),
     ("is", "metrics.inception_score", "Inception Score of the generated set over splits (needs an extractor with logits)"),
     ("prdc", "metrics.prdc", "k-NN precision/recall (k=3) and density/coverage (k=5)"),
+    ("energy", "metrics.energy", "energy distance between the feature sets (O(n²); runs when asked for)"),
     ("modes", "metrics.modes", "modes covered, high-quality fraction, reverse KL (reference with mixture components)"),
     ("bpd", "metrics.nll", "bits/dim: exact log-likelihood, or the probability-flow ODE"),
     ("elbo_bpd", "metrics.elbo", "bits/dim upper bound from the ELBO"),
