@@ -132,7 +132,10 @@ def compute_metrics(selected: list[Metric], inputs: MetricInputs, options: Any, 
                 skipped[metric.name] = reason
             continue
         log.info("computing %s", metric.name)
-        out.update(metric.compute(inputs, options))
+        entries = metric.compute(inputs, options)
+        if metric.partial_reason and set(metric.key_names) - set(entries):
+            skipped[metric.name] = metric.partial_reason
+        out.update(entries)
         ran.append(metric)
     entries = {key: entry.to_json() for key, entry in out.items()}
     if replicates:

@@ -239,8 +239,6 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
         model_metrics, model_skipped = compute_metrics(model_run, inputs, cfg.options, requested=cfg.metrics)
         metrics.update(model_metrics)
         skipped.update(model_skipped)
-        if "nfe" in [m.name for m in model_run] and "nfe_mean" not in model_metrics:
-            skipped["nfe"] = "model has no `net` module to count evaluations of"
     return {
         "schema": SCHEMA,
         "kind": "eval",

@@ -34,4 +34,5 @@ METRIC = Metric(
     reference="Karras et al. 2022 (EDM) NFE conventions",
     compute=_compute,
     uncertainty="exact",
+    partial_reason="model has no `net` module to count evaluations of",
 )

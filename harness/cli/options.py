@@ -27,10 +27,10 @@ def field_help(cls: type) -> dict[str, str]:
         if m and all(re.fullmatch(r"[a-z_][a-z0-9_]*", n.strip()) for n in m.group(1).split(",")):
             current = [n.strip() for n in m.group(1).split(",")]
             for name in current:
-                out[name] = m.group(2).strip()
+                out[name] = m.group(2).strip().replace("``", "")
         elif line.strip() and current:
             for name in current:
-                out[name] += " " + line.strip()
+                out[name] += " " + line.strip().replace("``", "")
     return out
 
 
@@ -53,8 +53,9 @@ def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: ty
         tp, choices = _scalar(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         text = helps.get(f.name, "")
+        metavar = None if choices else {int: "N", float: "X"}.get(tp, "VALUE")
         group.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=tp, choices=choices, default=default,
-                           help=f"{text} (default: {default})".strip())
+                           metavar=metavar, help=f"{text} (default: {default})".strip())
 
 
 def collect(args: argparse.Namespace, cls: type) -> Any:

@@ -46,7 +46,7 @@ class ModelMetricOptions:
     """Settings of the metrics that need a model: likelihood bounds, the PF-ODE, straightness.
 
     Attributes:
-        num_importance: k of the IWAE bound (Burda et al. 2016 report k = 5000; 50 by default).
+        num_importance: k of the IWAE bound (Burda et al. 2016 report k = 5000).
         importance_chunk: importance samples per model call (memory, not protocol).
         ode_divergence: ``"exact"`` trace or ``"hutchinson"`` (Grathwohl et al. 2019) in the PF-ODE.
         ode_probe: Hutchinson probe distribution, ``"rademacher"`` or ``"gaussian"``.
