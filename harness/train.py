@@ -13,7 +13,6 @@ levels for discrete models; 2-D and tabular rows are float32 as stored.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
