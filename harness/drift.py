@@ -520,7 +520,11 @@ def _short(value: Any) -> str:
 
 
 def pair_records(baseline: str | Path, candidate: str | Path) -> list[tuple[str, Path | None, Path | None]]:
-    """Pair two record files, or the ``*.json`` records of two folders by file name."""
+    """Pair two record files, or the ``*.json`` records of two folders, recursively, by relative path.
+
+    A record that one folder has and the other lacks (at any depth) is paired with None, which
+    :func:`check` reports as a failure: a check never passes on what it did not compare.
+    """
     b, c = Path(baseline), Path(candidate)
     for p in (b, c):
         if not p.exists():
@@ -529,9 +533,13 @@ def pair_records(baseline: str | Path, candidate: str | Path) -> list[tuple[str,
         return [(c.name if c.name == b.name else f"{b.name} vs {c.name}", b, c)]
     if not (b.is_dir() and c.is_dir()):
         raise ValueError(f"--baseline and --candidate must both be record files or both folders; got {b} and {c}")
-    names = {p.name for p in b.glob("*.json")} | {p.name for p in c.glob("*.json")}
+
+    def records(root: Path) -> set[str]:
+        return {p.relative_to(root).as_posix() for p in root.rglob("*.json") if p.is_file()}
+
+    names = records(b) | records(c)
     if not names:
-        raise ValueError(f"no *.json records in {b} or {c}")
+        raise ValueError(f"no *.json records in {b} or {c} (searched their subfolders too)")
     return [(n, b / n if (b / n).is_file() else None, c / n if (c / n).is_file() else None) for n in sorted(names)]
 
 

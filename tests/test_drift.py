@@ -394,6 +394,21 @@ def test_folders_pair_by_name_and_missing_pieces_fail(sample_record, tmp_path):
     assert _run("check", "--baseline", str(tmp_path / "b"))[0] == 2
 
 
+def test_folders_are_compared_recursively_and_unpaired_subfolders_fail(sample_record, tmp_path):
+    """A matching top-level record must not hide a drifted or one-sided record in a subfolder."""
+    drifted = _mutated(sample_record, lambda r: r["metrics"]["fid"].update(value=r["metrics"]["fid"]["value"] + 5.0))
+    for side in ("b", "c"):
+        write_record(tmp_path / side / "top.json", sample_record)
+    write_record(tmp_path / "b" / "rowA" / "seed0.json", sample_record)
+    write_record(tmp_path / "c" / "rowA" / "seed0.json", drifted)
+    code, out, _ = _run("check", "--baseline", str(tmp_path / "b"), "--candidate", str(tmp_path / "c"))
+    assert code == 1 and "rowA/seed0.json" in out and "DRIFT" in out
+    write_record(tmp_path / "c" / "rowA" / "seed0.json", sample_record)  # now equal ...
+    write_record(tmp_path / "c" / "rowB" / "seed0.json", sample_record)  # ... but rowB is only in the candidate
+    code, out, _ = _run("check", "--baseline", str(tmp_path / "b"), "--candidate", str(tmp_path / "c"))
+    assert code == 1 and "rowB/seed0.json" in out and "no baseline record" in out
+
+
 def test_pytest_fixture_asserts_no_drift(vae_records, genbench_no_drift):
     report = genbench_no_drift(vae_records["baseline"], json.loads(vae_records["rerun"].read_text()))
     assert report.passed
