@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness.config import config_from_dict
+from harness.core.device import check_device
 from harness.core.metric import Metric, MetricInputs
 from harness.core.options import MetricOptions, SampleMetricOptions
 from harness.datasets import Dataset, load_dataset
@@ -78,6 +79,7 @@ class SampleEvalConfig:
         if self.num_samples is not None and self.num_samples < 2:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
         check_replicates(self.replicates)
+        check_device(self.device)
 
     @property
     def options(self) -> MetricOptions:

@@ -99,7 +99,8 @@ def extract_reference_features(
     description = reference_cache_description(data, extractor, selection)
     key = cache.cache_key(description)
     if use_cache:
-        hit = cache.load(CACHE_KIND, key)
+        hit = cache.load(CACHE_KIND, key, required=("features", "logits", "stats_n", "stats_shift", "stats_sum",
+                                                    "stats_sum_outer"))
         if hit is not None and hit["features"].shape == (len(data), extractor.feature_dim):
             log.info("reference features for %s served from cache %s", data.name, key[:12])
             logits = hit.get("logits")

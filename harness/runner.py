@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from harness.config import config_from_dict
 from harness.convert import ROUNDING, samples_to_data
+from harness.core.device import check_device
 from harness.core.metric import MetricInputs, ModelData
 from harness.core.options import MetricOptions, ModelMetricOptions, SampleMetricOptions
 from harness.core.protocols import DataSpec, capabilities
@@ -87,6 +88,7 @@ class ModelEvalConfig:
         if self.num_samples < 2:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
         check_replicates(self.replicates)
+        check_device(self.device)
 
     @property
     def options(self) -> MetricOptions:
@@ -145,6 +147,19 @@ def _sample_kwargs(model: Any, cfg: ModelEvalConfig) -> dict[str, Any]:
     return kwargs
 
 
+def _checked_samples(x: Any, n: int, spec: DataSpec, model: Any) -> torch.Tensor:
+    """``x`` on the CPU if it is what ``sample(n, rng)`` must return: a real tensor [n, *data_spec.shape]."""
+    where = f"{type(model).__name__}.sample({n}, rng)"
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{where} returned {type(x).__name__}, not a torch.Tensor [{n}, {', '.join(map(str, spec.shape))}]")
+    if tuple(x.shape) != (n, *spec.shape):
+        raise ValueError(f"{where} returned shape {list(x.shape)}; expected [{n}, {', '.join(map(str, spec.shape))}] "
+                         "(one row per requested sample, data_spec.shape each)")
+    if x.is_complex():
+        raise TypeError(f"{where} returned a complex tensor ({x.dtype}); samples must be real")
+    return x.detach().cpu()
+
+
 def draw_samples(model: Any, cfg: ModelEvalConfig, *, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
     """Draw ``num_samples`` in batches with per-example seeds; count NFE at the network."""
     from harness.core.nfe import NFECount, counting
@@ -165,7 +180,7 @@ def draw_samples(model: Any, cfg: ModelEvalConfig, *, progress: bool) -> tuple[t
                 count.examples += batch_count.examples
             else:
                 x = model.sample(len(rng), rng, **kwargs)
-        out.append(samples_to_data(x.detach().cpu(), spec, rounding=cfg.rounding))
+        out.append(samples_to_data(_checked_samples(x, len(rng), spec, model), spec, rounding=cfg.rounding))
     wall = time.perf_counter() - start
     samples = torch.cat(out)
     info: dict[str, Any] = {

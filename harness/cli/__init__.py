@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"genbench {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print(f"genbench {args.command}: error: out of memory; lower --batch-size or --num-samples, "
+              "or run on a machine with more memory", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130

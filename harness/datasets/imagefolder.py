@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,18 @@ def list_images(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
+def _open_image(path: Path) -> Any:
+    """``Image.open`` with the image decoded now, so a corrupt or truncated file is a one-line error."""
+    from PIL import Image
+
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{path}: not a readable image ({type(err).__name__}: {err}); remove or replace the file") from None
+    return img
+
+
 def load_image_folder(directory: Path, name: str) -> Dataset:
     """Load every image under ``directory`` into ``uint8 [N, C, H, W]``."""
     from PIL import Image
@@ -42,7 +55,7 @@ def load_image_folder(directory: Path, name: str) -> Dataset:
     converted: Counter[str] = Counter()
     progress = tqdm(paths, desc=f"reading {directory.name}", unit="img", disable=len(paths) <= _PROGRESS_MIN_FILES)
     for i, path in enumerate(progress):
-        with Image.open(path) as img:
+        with _open_image(path) as img:
             if x is None:
                 first_size = img.size
             elif img.size != first_size:

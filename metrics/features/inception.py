@@ -53,7 +53,7 @@ _RESIZE_DETAIL = {
 }
 
 
-class WeightsLoadError(RuntimeError):
+class WeightsLoadError(RuntimeError, ValueError):
     """A weights file exists but is not a state dict that loads strictly into the network."""
 
 
