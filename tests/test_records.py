@@ -101,3 +101,22 @@ def test_old_bootstrap_flag_is_accepted_with_a_warning(tmp_path, capsys):
                  "--metrics", "fid", "--bootstrap", "0", "--json", str(out), "--quiet"]) == 0
     assert "now called 'replicates'" in capsys.readouterr().err
     assert read_record(out)["config"]["replicates"] == 0
+
+
+def test_from_results_checks_every_record_before_writing_any_table(tmp_path, capsys):
+    import shutil
+
+    results, out = tmp_path / "results", tmp_path / "out"
+    shutil.copytree(ROOT / "results", results)
+    victim = results / "vae-latent-sweep" / "z2" / "seed0.json"
+    victim.write_text(victim.read_text()[:200])  # truncated
+    code = main(["leaderboard", "--from-results", "--results", str(results), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(victim) in err and "not readable JSON" in err
+    assert not out.exists() or not list(out.glob("*.md"))  # no table of any suite was rewritten
+
+
+def test_a_bare_null_of_schema_1_reads_with_a_reason():
+    record = read_record(ROOT / "results" / "quick" / "rf1-1step" / "seed0.json")
+    entry = record["metrics"]["mode_reverse_kl"]
+    assert entry["value"] is None and "not finite" in entry["value_reason"]

@@ -52,5 +52,7 @@ def main(argv: list[str] | None = None) -> int:
               "or run on a machine with more memory", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
+        print("interrupted; files already written are complete (every record and checkpoint is written "
+              "whole), the step in progress was not written; rerun the same command to resume "
+              "(genbench train: add --resume CHECKPOINT)", file=sys.stderr)
         return 130

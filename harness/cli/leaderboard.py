@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from harness.leaderboard.execute import run_suite
-    from harness.leaderboard.render import build_suite, write_index
+    from harness.leaderboard.render import collect, write_index, write_suite
     from harness.leaderboard.suite import leaderboard_suite_names, load_leaderboard_suite
 
     if args.list:
@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     names = {s.name for s in suites}
     everything = [load_leaderboard_suite(n) for n in leaderboard_suite_names() if n not in names] + suites
     everything.sort(key=lambda s: s.name)
-    built = [build_suite(s, Path(args.results), Path(args.out)) for s in everything]
+    collected = [collect(s, Path(args.results)) for s in everything]  # every record read and checked first
+    built = [write_suite(res, Path(args.results), Path(args.out)) for res in collected]
     index = write_index(built, Path(args.out))
     for res in built:
         if res.suite.name in names or not names:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,9 @@ from harness.core.atomic import atomic_open
 from harness.leaderboard.claims import Estimate, Verdict, estimate, evaluate_claim
 from harness.leaderboard.columns import COLUMNS, column_blocks, column_value
 from harness.leaderboard.suite import LeaderboardSuite, Row
+from harness.store.records import read_record
 
-__all__ = ["SuiteResults", "build_suite", "collect", "render_csv", "render_markdown", "write_index"]
+__all__ = ["SuiteResults", "build_suite", "collect", "render_csv", "render_markdown", "write_index", "write_suite"]
 
 CONFIDENCE = 0.95
 
@@ -50,7 +50,7 @@ def collect(suite: LeaderboardSuite, results_dir: Path) -> SuiteResults:
         for seed in row.seeds:
             path = Path(results_dir) / suite.name / row.id / f"seed{seed}.json"
             if path.is_file():
-                record = json.loads(path.read_text(encoding="utf-8"))
+                record = read_record(path)  # validated (the error names the file) and migrated
                 if record.get("leaderboard", {}).get("row") != row.id:
                     raise ValueError(f"{path} is not a record of row {row.id} of suite {suite.name}")
                 found.append(record)
@@ -370,7 +370,12 @@ def write_index(results: list[SuiteResults], out_dir: Path) -> Path:
 
 def build_suite(suite: LeaderboardSuite, results_dir: Path, out_dir: Path, *, figures: bool = True) -> SuiteResults:
     """Write ``<out>/<suite>.md``, ``.csv`` and its figures; return what was built (for the index)."""
-    res = collect(suite, results_dir)
+    return write_suite(collect(suite, results_dir), results_dir, out_dir, figures=figures)
+
+
+def write_suite(res: SuiteResults, results_dir: Path, out_dir: Path, *, figures: bool = True) -> SuiteResults:
+    """Write the tables and figures of collected results (:func:`collect`); return them with their figures."""
+    suite = res.suite
     if figures:
         import shutil
 

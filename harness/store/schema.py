@@ -121,6 +121,8 @@ def _finite_entry(entry: dict[str, Any]) -> dict[str, Any]:
     value = entry.get("value")
     if isinstance(value, float) and not math.isfinite(value):
         entry["value"], entry["value_reason"] = None, f"the value was {value}"
+    elif value is None and "value_reason" not in entry:  # schema 1 wrote NaN and ±inf as a bare null
+        entry["value_reason"] = "not finite (NaN or ±inf; schema 1 did not record which)"
     unc = entry.get("uncertainty")
     if isinstance(unc, dict) and "num_boot" in unc:
         entry["uncertainty"] = {("num_replicates" if k == "num_boot" else k): v for k, v in unc.items()}
@@ -133,7 +135,7 @@ def migrate(obj: dict[str, Any]) -> dict[str, Any]:
     From ``genbench.record/1``: the flat metric options of ``config`` move into its
     ``sample_metrics`` / ``model_metrics`` sub-configs, ``config.bootstrap`` becomes
     ``config.replicates``, ``uncertainty.num_boot`` becomes ``uncertainty.num_replicates``, and a
-    non-finite metric value becomes null with a ``value_reason``.
+    non-finite metric value (schema 1 wrote some as a bare null) becomes null with a ``value_reason``.
     """
     schema = obj.get("schema") if isinstance(obj, dict) else None
     if schema == SCHEMA:
