@@ -142,6 +142,12 @@ def train(
     resume = load_checkpoint(cfg.resume) if cfg.resume else None
     if resume is not None and resume.training_state is None:
         raise ValueError(f"{cfg.resume} has no training state (it is an evaluation-only checkpoint); cannot resume")
+    if resume is not None:
+        for what, theirs, ours in (("model", resume.model_name, cfg.model), ("dataset", resume.meta.get("dataset"), cfg.dataset),
+                                   ("seed", resume.meta.get("seed"), cfg.seed)):
+            if theirs is not None and theirs != ours:
+                raise ValueError(f"--resume {cfg.resume} was trained with {what} {theirs!r}, not {ours!r}; "
+                                 f"resume with --{what} {theirs} or start a new run without --resume")
     config = dict(resume.config) if resume is not None else dict(model_config or {})
     model = build() if build is not None else build_registered(cfg.model, config)
     if not isinstance(model, Trainable) or not isinstance(model, nn.Module):

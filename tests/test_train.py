@@ -61,6 +61,20 @@ def test_resume_equals_uninterrupted_run(tmp_path, ema):
     assert resumed.meta["step"] == 20
 
 
+def test_resume_refuses_another_dataset_model_or_seed(tmp_path):
+    _train(tmp_path, "half.pt", steps=3)
+    for change, words in (({"seed": 1}, "seed 0, not 1"),):
+        with pytest.raises(ValueError, match=words):
+            _train(tmp_path, "x.pt", steps=6, resume=str(tmp_path / "half.pt"), **change)
+    cfg = TrainConfig(model="vae-2d", dataset="8gaussians-train", out=str(tmp_path / "y.pt"), steps=6, num_train=512,
+                      resume=str(tmp_path / "half.pt"))
+    with pytest.raises(ValueError, match="dataset 'moons-train', not '8gaussians-train'"):
+        train(cfg, model_config=dict(TINY), progress=False)
+    cfg = TrainConfig(model="vae", dataset="moons-train", out=str(tmp_path / "z.pt"), steps=6, resume=str(tmp_path / "half.pt"))
+    with pytest.raises(ValueError, match="model 'vae-2d', not 'vae'"):
+        train(cfg, progress=False)
+
+
 def test_ema_weights_are_saved_and_differ_from_raw(tmp_path):
     decay = 0.9
     model = vae_module.vae_2d(**TINY, ema_decay=decay)
