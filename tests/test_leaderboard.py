@@ -126,7 +126,8 @@ def test_every_built_in_suite_loads():
 
 
 def _record(row: str, seed: int, fid: float, nfe: float) -> dict:
-    return {"leaderboard": {"row": row, "seed": seed, "train": {"steps": 1}}, "config": {"num_samples": 10},
+    return {"schema": "genbench.record/2", "kind": "eval", "run": {}, "skipped": {},
+            "leaderboard": {"row": row, "seed": seed, "train": {"steps": 1}}, "config": {"num_samples": 10},
             "metrics": {"fid": {"value": fid, "uncertainty": {"std": 0.01}}, "nfe_mean": {"value": nfe}},
             "data": {"dataset": {"shape": [10, 2]}}, "model": {"parameters": 3}}
 

@@ -44,7 +44,6 @@ def _open_image(path: Path) -> Any:
 
 def load_image_folder(directory: Path, name: str) -> Dataset:
     """Load every image under ``directory`` into ``uint8 [N, C, H, W]``."""
-    from PIL import Image
     from tqdm import tqdm
 
     paths = list_images(directory)
