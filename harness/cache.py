@@ -64,9 +64,14 @@ def load(kind: str, key: str, *, required: tuple[str, ...] = ()) -> dict[str, np
         return None
     recorded = arrays.pop("_sha256", None)
     arrays.pop("_description_json", None)
-    problem = ("it has no checksum" if recorded is None
-               else "its checksum does not match its contents" if str(recorded) != arrays_sha256(arrays)
-               else f"it lacks {sorted(set(required) - set(arrays))}" if set(required) - set(arrays) else None)
+    missing = sorted(set(required) - set(arrays))
+    problem = None
+    if recorded is None:
+        problem = "it has no checksum"
+    elif str(recorded) != arrays_sha256(arrays):
+        problem = "its checksum does not match its contents"
+    elif missing:
+        problem = f"it lacks {missing}"
     if problem:
         log.warning("ignoring cache entry %s: %s; it will be recomputed", path, problem)
         return None

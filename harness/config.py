@@ -37,8 +37,7 @@ def config_from_dict(cls: type[C], options: dict[str, Any]) -> C:
             options[new] = options.pop(old)
     subs = {name: SUBCONFIGS[name] for name in known if name in SUBCONFIGS}
     if subs:
-        sub_fields = {f.name for c in subs.values() for f in fields(c)}
-        options = split_flat(options, subs) if (sub_fields | set(subs)) & set(options) else options
+        options = split_flat(options, subs)
     unknown = sorted(set(options) - known)
     if unknown:
         flat = sorted(known - set(subs) | {f.name for c in subs.values() for f in fields(c)})

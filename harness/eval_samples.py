@@ -26,7 +26,7 @@ from harness.planner import compute_metrics as run_metrics
 from harness.planner import check_metric_names, metric_named, sample_metrics
 from harness.store.records import SCHEMA, run_info
 from metrics.features import FeatureExtractor, get_feature_extractor
-from metrics.fid import STANDARD_EXTRACTOR, feature_space_label  # noqa: F401  (re-exported)
+from metrics.fid import STANDARD_EXTRACTOR
 
 log = logging.getLogger(__name__)
 

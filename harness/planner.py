@@ -132,10 +132,10 @@ def compute_metrics(selected: list[Metric], inputs: MetricInputs, options: Any, 
                 skipped[metric.name] = reason
             continue
         log.info("computing %s", metric.name)
-        entries = metric.compute(inputs, options)
-        if metric.partial_reason and set(metric.key_names) - set(entries):
+        produced = metric.compute(inputs, options)
+        if metric.partial_reason and set(metric.key_names) - set(produced):
             skipped[metric.name] = metric.partial_reason
-        out.update(entries)
+        out.update(produced)
         ran.append(metric)
     entries = {key: entry.to_json() for key, entry in out.items()}
     if replicates:

@@ -16,8 +16,7 @@ def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
 
     data = inputs.data
     summary = bound_bpd(inputs.model, data.batches, data.spec, num_importance=1, seed=inputs.seed)
-    fields = {k: v for k, v in summary.items() if k != "value"}
-    return {"elbo_bpd": MetricEntry(summary["value"], {**fields, **data.common(inputs.seed)})}
+    return {"elbo_bpd": MetricEntry.from_summary(summary, data.common(inputs.seed))}
 
 
 METRIC = Metric(

@@ -17,8 +17,7 @@ def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
     data = inputs.data
     summary = bound_bpd(inputs.model, data.batches, data.spec, num_importance=options.model.num_importance,
                         chunk=options.model.importance_chunk, seed=inputs.seed)
-    fields = {k: v for k, v in summary.items() if k != "value"}
-    return {"iwae_bpd": MetricEntry(summary["value"], {**fields, **data.common(inputs.seed)})}
+    return {"iwae_bpd": MetricEntry.from_summary(summary, data.common(inputs.seed))}
 
 
 METRIC = Metric(

@@ -134,13 +134,9 @@ def mode_metrics(samples: Any, mixture: Any, *, threshold_std: float = DEFAULT_T
 
 def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
     entries = mode_metrics(inputs.samples, inputs.mixture)
-    out = {}
-    for key, entry in entries.items():
-        fields = {k: v for k, v in entry.items() if k != "value"}
-        value = entry["value"]
-        reason = "no sample is high quality (KL of an empty histogram)" if value == math.inf else None
-        out[key] = MetricEntry(value, fields, reason=reason)
-    return out
+    empty = "no sample is high quality (KL of an empty histogram)"
+    return {key: MetricEntry.from_summary(entry, reason=empty if entry["value"] == math.inf else None)
+            for key, entry in entries.items()}
 
 
 METRIC = Metric(

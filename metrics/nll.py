@@ -20,11 +20,6 @@ from harness.core.rng import BatchRNG
 from harness.core.stats import block_means, mean_and_stderr
 
 
-def _entry(summary: dict[str, Any], common: dict[str, Any]) -> MetricEntry:
-    fields = {k: v for k, v in summary.items() if k != "value"}
-    return MetricEntry(summary["value"], {**fields, **common})
-
-
 def _ode(inputs: MetricInputs, options: Any) -> dict[str, Any]:
     from metrics.likelihood import model_inputs
     from metrics.likelihood_ode import ODELikelihoodConfig, ode_bpd
@@ -61,7 +56,7 @@ def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
         summary = likelihood.exact_bpd(inputs.model, data.batches, data.spec, seed=inputs.seed)
     else:
         summary = _ode(inputs, options)
-    return {"bpd": _entry(summary, data.common(inputs.seed))}
+    return {"bpd": MetricEntry.from_summary(summary, data.common(inputs.seed))}
 
 
 METRIC = Metric(

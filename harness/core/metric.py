@@ -114,6 +114,13 @@ class MetricEntry:
         if clash:
             raise ValueError(f"entry fields may not be named {sorted(clash)}")
 
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any], extra: Mapping[str, Any] | None = None,
+                     reason: str | None = None) -> MetricEntry:
+        """The entry of a ``{"value": ..., **fields}`` summary, with ``extra`` fields appended."""
+        fields = {k: v for k, v in summary.items() if k != "value"}
+        return cls(summary["value"], {**fields, **(extra or {})}, reason=reason)
+
     def to_json(self) -> dict[str, Any]:
         """The record form: ``{"value": ..., **fields}`` plus ``value_reason`` when the value is None."""
         out: dict[str, Any] = {"value": self.value, **self.fields}
