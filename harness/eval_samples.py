@@ -195,13 +195,14 @@ def build_extractor(cfg: SampleEvalConfig, data: Dataset) -> FeatureExtractor:
 def feature_inputs(fake: FeatureSet, real: FeatureSet, extractor: FeatureExtractor, *, seed: int,
                    samples: Dataset | None = None, reference: Dataset | None = None) -> MetricInputs:
     """What the sample metrics read: both feature sets (with their streamed Gaussian fits), the
-    generated set's logits, its raw rows (tabular data) and the reference's mixture metadata."""
+    generated set's logits, its raw rows (tabular data) and what is known of the reference's distribution."""
     return MetricInputs(
         seed=seed, fake_features=fake.features, real_features=real.features,
         fake_stats=(fake.stats.mean, fake.stats.cov), real_stats=(real.stats.mean, real.stats.cov),
         fake_logits=fake.logits, feature_extractor=extractor.name, feature_dim=extractor.feature_dim,
         samples=samples.x if samples is not None and samples.kind == "tabular" else None,
         mixture=reference.meta.mixture if reference is not None else None,
+        log_density=reference.meta.log_density if reference is not None else None,
     )
 
 

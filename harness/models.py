@@ -25,7 +25,7 @@ from harness.core.registry import Registry
 # They are imported the first time MODELS is read, so a baseline module may import this one.
 BASELINE_MODULES: tuple[str, ...] = (
     "baselines.vae", "baselines.gan", "baselines.realnvp", "baselines.pixelcnn",
-    "baselines.ddpm", "baselines.score_sde", "baselines.flow_matching",
+    "baselines.ddpm", "baselines.score_sde", "baselines.flow_matching", "baselines.reference_samplers",
 )
 
 

@@ -21,9 +21,10 @@ from harness.core.stats import half_sample_rows, half_sample_uncertainty
 
 log = logging.getLogger(__name__)
 
-AUTO_NEEDS = frozenset({"samples", "mixture"})
+AUTO_NEEDS = frozenset({"mixture", "density"})
 """A default metric whose needs include one of these runs whenever they are met, requested or not:
-they depend on the reference data (its mixture components), not on the user's choice."""
+they depend on what is known about the reference data (its mixture components, its exact
+density), not on the user's choice."""
 
 
 def registered() -> list[Metric]:
@@ -111,6 +112,8 @@ def data_need_missing(metric: Metric, inputs: MetricInputs) -> str | None:
             return "the generated set is not tabular rows"
         if need == "mixture" and inputs.mixture is None:
             return "the reference set has no mixture components (DatasetMeta.mixture)"
+        if need == "density" and inputs.log_density is None:
+            return "the reference set's density is not known (DatasetMeta.log_density)"
     return None
 
 

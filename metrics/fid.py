@@ -268,7 +268,7 @@ def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
 
 METRIC = Metric(
     name="fid",
-    keys=(MetricKey("fid", "FD", higher_is_better=False),),
+    keys=(MetricKey("fid", "FD", higher_is_better=False, bounds=(0.0, math.inf)),),
     needs=("features",),
     description="Fréchet distance between Gaussian fits of the feature sets (FID with inception-v3)",
     reference="Heusel et al. 2017, eq. 6",

@@ -6,6 +6,8 @@ reported as mean and std over splits — exactly torch-fidelity's ``isc_features
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
@@ -77,7 +79,7 @@ def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
 
 METRIC = Metric(
     name="is",
-    keys=(MetricKey("is_mean", "IS", higher_is_better=True),
+    keys=(MetricKey("is_mean", "IS", higher_is_better=True, bounds=(1.0, math.inf)),
           MetricKey("is_std", "IS std over splits", gate="none", gate_reason="dispersion over IS splits")),
     needs=("logits",),
     description="Inception Score of the generated set over splits (needs an extractor with logits)",

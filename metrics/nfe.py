@@ -6,6 +6,8 @@ guidance and Hutchinson passes count alike (the EDM convention, Karras et al. 20
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
@@ -24,10 +26,11 @@ def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
 
 METRIC = Metric(
     name="nfe",
-    keys=(MetricKey("nfe_mean", "NFE", higher_is_better=False, gate="exact",
+    keys=(MetricKey("nfe_mean", "sampling NFE", higher_is_better=False, gate="exact", bounds=(0.0, math.inf),
                     measured=frozenset({"forward_calls", "examples_evaluated", "vjp_calls"}),
                     tested=frozenset({"sampler", "steps"})),
           MetricKey("samples_per_s", "samples/s", unit="1/s", higher_is_better=True, gate="none", gate_reason="timing",
+                    bounds=(0.0, math.inf),
                     measured=frozenset({"wall_time_s", "device", "batch_size"}))),
     needs=("model:Sampler",),
     description="network evaluations per sample (counted at the network) and sampling throughput",

@@ -17,6 +17,8 @@ copies, one float64 [2048, 2048] Gram tile and its float32 distances) and O(N) a
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from typing import Any
 
@@ -129,10 +131,10 @@ def _one_sample(count_field: str, per_k: bool):
 
 METRIC = Metric(
     name="prdc",
-    keys=(MetricKey("precision", "precision", higher_is_better=True, resolution=_one_sample("n_samples", False)),
-          MetricKey("recall", "recall", higher_is_better=True, resolution=_one_sample("n_reference", False)),
-          MetricKey("density", "density", higher_is_better=True, resolution=_one_sample("n_samples", True)),
-          MetricKey("coverage", "coverage", higher_is_better=True, resolution=_one_sample("n_reference", False))),
+    keys=(MetricKey("precision", "precision", higher_is_better=True, bounds=(0.0, 1.0), resolution=_one_sample("n_samples", False)),
+          MetricKey("recall", "recall", higher_is_better=True, bounds=(0.0, 1.0), resolution=_one_sample("n_reference", False)),
+          MetricKey("density", "density", higher_is_better=True, bounds=(0.0, math.inf), resolution=_one_sample("n_samples", True)),
+          MetricKey("coverage", "coverage", higher_is_better=True, bounds=(0.0, 1.0), resolution=_one_sample("n_reference", False))),
     needs=("features",),
     description="k-NN precision/recall (k=3) and density/coverage (k=5)",
     reference="Kynkäänniemi et al. 2019; Naeem et al. 2020",

@@ -21,6 +21,8 @@ data-space units (per example, summed over dims; not divided by D).
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -111,7 +113,7 @@ def _metric() -> Any:
 
     return Metric(
         name="straightness",
-        keys=(MetricKey("straightness", "straightness S", higher_is_better=False),),
+        keys=(MetricKey("straightness", "straightness S", higher_is_better=False, bounds=(0.0, math.inf)),),
         needs=("model:FlowTrajectory",),
         description="straightness S(Z) of a flow's Euler trajectories from the prior (0: straight)",
         reference="Liu et al. 2023, eq. 4",

@@ -293,7 +293,7 @@ def test_seed_only_differences_pass_at_the_nominal_rate(seed_pairs):
 def test_tolerance_file_overrides_and_rejects_unknown_keys(seed_pairs, tmp_path):
     base, cand = write_record(tmp_path / "b.json", seed_pairs[0][0]), write_record(tmp_path / "c.json", seed_pairs[0][1])
     args = ("check", "--baseline", str(base), "--candidate", str(cand), "--across-seeds")
-    gated = ("fid", "precision", "recall", "density", "coverage", "bpd", "elbo_bpd", "iwae_bpd")
+    gated = ("fid", "precision", "recall", "density", "coverage", "bpd", "elbo_bpd", "iwae_bpd", "data_xent_bpd")
 
     def with_file(content: str, name: str = "tol.yaml") -> tuple[int, str, str]:
         (tmp_path / name).write_text(content)
@@ -415,7 +415,7 @@ def test_pytest_fixture_asserts_no_drift(vae_records, genbench_no_drift):
     with pytest.raises(DriftError, match=r"DRIFT.*fid"):
         assert_no_drift(vae_records["baseline"], vae_records["perturbed"])
     assert_no_drift(vae_records["baseline"], vae_records["perturbed"], tolerances={
-        k: {"abs": 1e6} for k in ("fid", "precision", "recall", "density", "coverage", "bpd", "elbo_bpd")})
+        k: {"abs": 1e6} for k in ("fid", "precision", "recall", "density", "coverage", "bpd", "elbo_bpd", "data_xent_bpd")})
 
 
 def test_ci_tiny_suite_passes_against_committed_baselines():

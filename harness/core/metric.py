@@ -32,6 +32,7 @@ NEEDS: dict[str, str] = {
     "logits": "class logits of the generated set (an extractor with a classifier head)",
     "samples": "the generated rows themselves (tabular data)",
     "mixture": "a reference set with known mixture components (DatasetMeta.mixture)",
+    "density": "a reference set whose exact log density is known (DatasetMeta.log_density)",
     "model:Sampler": "a model implementing Sampler",
     "model:LogLikelihood|ProbabilityFlow": "a model implementing LogLikelihood or ProbabilityFlow",
     "model:LowerBound": "a model implementing LowerBound",
@@ -42,7 +43,7 @@ NEEDS: dict[str, str] = {
 }
 """Every need a metric may declare, with the words the planner uses when it is missing."""
 
-SAMPLE_NEEDS = frozenset({"features", "logits", "samples", "mixture"})
+SAMPLE_NEEDS = frozenset({"features", "logits", "samples", "mixture", "density"})
 """Needs met by two sample sets alone (``genbench eval-samples``)."""
 
 ENTRY_MEASURED = frozenset({"value", "value_reason", "uncertainty", "stderr", "block_means"})
@@ -66,6 +67,9 @@ class MetricKey:
         tested: entry fields a check exists to detect (compared, never refused as a mismatch).
         resolution: the smallest step the value can take, from its entry (one sample of a k-NN
             fraction), or None for a continuous value.
+        bounds: the closed range the value lives in, (lo, hi) with ``math.inf`` for no upper end
+            (fractions (0, 1), distances (0, inf)), or None for an unbounded value; intervals
+            reported for it stay inside (``harness.core.stats.bounded_interval``).
     """
 
     key: str
@@ -77,6 +81,7 @@ class MetricKey:
     measured: frozenset[str] = frozenset()
     tested: frozenset[str] = frozenset()
     resolution: Callable[[Mapping[str, Any]], float] | None = None
+    bounds: tuple[float, float] | None = None
 
     def protocol_fields(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         """The fields of ``entry`` that say how the value was measured (what makes two comparable)."""
@@ -142,6 +147,8 @@ class MetricInputs:
         fake_logits: float32 [n, K] class logits of the generated set, or None.
         samples: the generated rows [n, D] in data space (tabular data), or None.
         mixture: the reference set's mixture components (``GaussianMixture``), or None.
+        log_density: the reference distribution's exact log density in nats, float64 [N] of rows
+            [N, D] (``DatasetMeta.log_density``), or None.
         feature_extractor: name of the extractor behind the features.
         feature_dim: d.
         model: the model under evaluation (model metrics), or None.
@@ -161,6 +168,7 @@ class MetricInputs:
     fake_logits: np.ndarray | None = None
     samples: np.ndarray | None = None
     mixture: Any = None
+    log_density: Callable[[np.ndarray], np.ndarray] | None = None
     feature_extractor: str | None = None
     feature_dim: int | None = None
     model: Any = None

@@ -29,6 +29,9 @@ class SampleMetricOptions:
         is_splits: Inception Score splits (Salimans et al. 2016 use 10).
         pr_nearest_k: k of precision / recall (Kynkäänniemi et al. 2019 use 3).
         dc_nearest_k: k of density / coverage (Naeem et al. 2020 use 5).
+        mmd_bandwidth: base bandwidth s0 of the MMD's Gaussian kernels (s0 times 1, 1/4, 1/16,
+            1/64), in feature units; None: the median distance between reference rows.
+        sw_projections: random directions of the sliced Wasserstein-2 distance.
     """
 
     kid_subsets: int = 100
@@ -36,9 +39,15 @@ class SampleMetricOptions:
     is_splits: int = 10
     pr_nearest_k: int = 3
     dc_nearest_k: int = 5
+    mmd_bandwidth: float | None = None
+    sw_projections: int = 256
 
     def __post_init__(self) -> None:
         _positive(self, "kid_subsets", "kid_subset_size", "is_splits", "pr_nearest_k", "dc_nearest_k")
+        if self.mmd_bandwidth is not None and not self.mmd_bandwidth > 0:
+            raise ValueError(f"mmd_bandwidth must be > 0, got {self.mmd_bandwidth}")
+        if self.sw_projections < 2:
+            raise ValueError(f"sw_projections must be >= 2, got {self.sw_projections}")
 
 
 @dataclass(frozen=True)

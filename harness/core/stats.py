@@ -107,3 +107,34 @@ def half_sample_uncertainty(values: list[float], *, n: int, n_ref: int, seed: in
     factor = half_sample_factor(n, n_ref)
     return {"std": float(np.std(values, ddof=1)) * factor, "num_replicates": len(values), "method": HALF_SAMPLE_METHOD,
             "seed": int(seed), "scale": factor, "replicates": [float(v) for v in values]}
+
+
+def bounded_interval(mean: float, se: float, q: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """The interval mean ± q·se, formed on a scale where ``bounds`` cannot be crossed.
+
+    * (lo, hi) both finite (a fraction in [0, 1]): on the logit scale of (m − lo)/(hi − lo), with the
+      delta-method error se / ((m − lo)(hi − m)/(hi − lo));
+    * (lo, inf) (a distance, a count, a rate): on the log scale of m − lo, error se / (m − lo);
+    * None: the symmetric interval.
+
+    A mean on a bound with se > 0 falls back to the symmetric interval clipped to the bounds; se = 0
+    gives the point. The transformed intervals are those of the delta method (e.g. Agresti & Coull
+    1998 discuss the logit interval for proportions); they are asymmetric about the mean.
+    """
+    if not se > 0:
+        return mean, mean
+    if bounds is None:
+        return mean - q * se, mean + q * se
+    lo, hi = bounds
+    if math.isinf(hi):
+        if mean > lo:
+            scale = q * se / (mean - lo)
+            return lo + (mean - lo) * math.exp(-scale), lo + (mean - lo) * math.exp(scale)
+        return lo, mean + q * se
+    if lo < mean < hi:
+        p = (mean - lo) / (hi - lo)
+        z = math.log(p / (1 - p))
+        dz = q * se / ((hi - lo) * p * (1 - p))
+        expit = lambda t: 1.0 / (1.0 + math.exp(-t)) if t >= 0 else math.exp(t) / (1.0 + math.exp(t))  # noqa: E731
+        return lo + (hi - lo) * expit(z - dz), lo + (hi - lo) * expit(z + dz)
+    return max(lo, mean - q * se), min(hi, mean + q * se)

@@ -32,7 +32,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from harness.core.densities import EIGHT_GAUSSIANS, TWENTYFIVE_GAUSSIANS, GaussianMixture, gaussian_density
+from harness.core.densities import (
+    EIGHT_GAUSSIANS,
+    TWENTYFIVE_GAUSSIANS,
+    GaussianMixture,
+    checkerboard_log_prob,
+    gaussian_density,
+)
 from harness.datasets.base import Dataset, DatasetMeta
 
 DEFAULT_NUM_SAMPLES = 10_000
@@ -93,6 +99,8 @@ TOYS_2D: dict[str, Callable[[np.random.Generator, int], ToyResult]] = {
 }
 MIXTURES: dict[str, GaussianMixture] = {"8gaussians": EIGHT_GAUSSIANS, "25gaussians": TWENTYFIVE_GAUSSIANS}
 """The toys that are Gaussian mixtures; their data sets carry the mixture as metadata."""
+DENSITIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {"checkerboard": checkerboard_log_prob}
+"""Other toys whose exact log density is known (carried as ``DatasetMeta.log_density``)."""
 
 
 def split_seed(seed: int, split: str) -> np.random.SeedSequence:
@@ -116,7 +124,7 @@ def load_toy(toy: str, split: str, *, num_samples: int | None = None, seed: int 
     x, labels = TOYS_2D[toy](rng, n)
     source = f"harness.datasets.toys {toy}: {n} samples, seed {seed}, {split} stream"
     mixture = MIXTURES.get(toy)
-    meta = DatasetMeta(mixture=mixture, log_density=None if mixture is None else mixture.log_prob)
+    meta = DatasetMeta(mixture=mixture, log_density=mixture.log_prob if mixture is not None else DENSITIES.get(toy))
     return Dataset(name=f"{toy}-{split}", x=x.astype(np.float32), labels=labels, kind="tabular", source=source, meta=meta)
 
 

@@ -19,13 +19,20 @@ Verdicts come from two-sided ``confidence`` intervals (default 95 %):
 * ``supported`` when the whole interval lies on the claimed side, ``not supported`` when it lies
   wholly on the other side, ``inconclusive`` when it straddles the boundary. A chain is supported
   when every pair is, not supported when any pair is, and inconclusive otherwise. ``within`` is a
-  two one-sided test (Schuirmann 1987): supported when the interval lies inside [−margin, margin],
-  not supported when it lies wholly outside, inconclusive otherwise.
+  two one-sided test (Schuirmann 1987) at level α = 1 − ``confidence`` (0.05): the two one-sided
+  tests at α are decided by the (1 − 2α) interval (90 %), supported when it lies inside
+  [−margin, margin], not supported when it lies wholly outside, inconclusive otherwise.
 * Two single-seed rows evaluated on the same examples (a likelihood on one test set) are compared
   paired, from their block means (:func:`_paired_blocks`), instead of by two independent
   standard errors.
 * An estimate without a spread (NFE, a count, a single run without a standard error) is exact:
   se = 0, and the comparison is decided by the means.
+* **The chance rule.** A claim about models means nothing when a model is no better than a sampler
+  that knows nothing of the data's structure (the suite's ``role: chance`` rows: a Gaussian with the
+  data's moments, uniform noise, the per-pixel marginals). Every row a claim names (other than a
+  data or chance row) must beat every chance row that has the claim's column, by the same interval
+  test in the column's better direction; if one does not, the verdict is ``inconclusive (at
+  chance)`` whatever the comparison says, and the evidence names the row and the chance row.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from harness.core.stats import paired_block_stderr
+from harness.core.stats import bounded_interval, paired_block_stderr
 
-__all__ = ["SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "Claim", "Estimate", "Verdict", "estimate", "evaluate_claim"]
+__all__ = ["AT_CHANCE", "INCONCLUSIVE", "NOT_SUPPORTED", "SUPPORTED", "Claim", "Estimate", "Verdict", "beats_chance",
+           "estimate", "evaluate_claim"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
+AT_CHANCE = "inconclusive (at chance)"
 KINDS = ("less", "greater", "ratio", "within")
 
 
@@ -63,6 +72,11 @@ class Estimate:
     def half_width(self, confidence: float = 0.95) -> float:
         """Half-width of the two-sided ``confidence`` interval of the mean."""
         return _quantile(confidence, self.df) * self.se if self.se > 0 else 0.0
+
+    def interval(self, confidence: float = 0.95, bounds: tuple[float, float] | None = None) -> tuple[float, float]:
+        """The two-sided ``confidence`` interval of the mean, inside ``bounds`` (``bounded_interval``)."""
+        q = _quantile(confidence, self.df) if self.se > 0 else 0.0
+        return bounded_interval(self.mean, self.se, q, bounds)
 
 
 def estimate(values: Sequence[float], stderrs: Sequence[float | None] = (), *,
@@ -176,9 +190,11 @@ def _pair(claim: Claim, a: str, b: str, ea: Estimate, eb: Estimate) -> tuple[str
     d = ea.mean - eb.mean
     paired = _paired_blocks(ea, eb)
     se, df = paired if paired else (math.hypot(ea.se, eb.se), _welch_df(ea, eb))
-    hw = _quantile(claim.confidence, df) * se if se > 0 else 0.0
+    level = 2 * claim.confidence - 1 if claim.kind == "within" else claim.confidence  # TOST: the 1 − 2α interval
+    hw = _quantile(level, df) * se if se > 0 else 0.0
     lo, hi = d - hw, d + hw
-    pct = f"{round(claim.confidence * 100)}% CI" + (f", paired over the same examples ({len(ea.blocks)} blocks)" if paired else "")
+    pct = f"{round(level * 100)}% CI" + (f" (TOST at α = {1 - claim.confidence:.2g})" if claim.kind == "within" else "")
+    pct += f", paired over the same examples ({len(ea.blocks)} blocks)" if paired else ""
     interval = f"Δ = {a} − {b} = {_fmt(d)}, {pct} [{_fmt(lo)}, {_fmt(hi)}]" if se > 0 else f"Δ = {a} − {b} = {_fmt(d)} (exact)"
     if claim.kind == "within":
         m = float(claim.margin)  # type: ignore[arg-type]
@@ -211,11 +227,24 @@ def _ratio(claim: Claim, num: str, den: str, en: Estimate, ed: Estimate) -> tupl
     return _side(math.log(lo / target), math.log(hi / target), claimed_positive=True), text
 
 
-def evaluate_claim(claim: Claim, estimates: Mapping[str, Estimate]) -> Verdict:
+def beats_chance(claim: Claim, row: str, chance_row: str, e_row: Estimate, e_chance: Estimate,
+                 higher_is_better: bool) -> tuple[bool, str]:
+    """Whether ``row`` is better than ``chance_row`` on the claim's column (its interval on the better
+    side, at the claim's confidence), with the evidence line."""
+    probe = Claim(id=claim.id, statement="", source="", column=claim.column, kind="greater" if higher_is_better else "less",
+                  rows=(row, chance_row), confidence=claim.confidence)
+    verdict, text = _pair(probe, row, chance_row, e_row, e_chance)
+    return verdict == SUPPORTED, f"chance rule: {text}: {'beats' if verdict == SUPPORTED else 'does not beat'} chance"
+
+
+def evaluate_claim(claim: Claim, estimates: Mapping[str, Estimate], *, chance: Mapping[str, Estimate] | None = None,
+                   exempt: frozenset[str] = frozenset(), higher_is_better: bool | None = None) -> Verdict:
     """The verdict of ``claim`` from the rows' estimates of its column.
 
     A row with no estimate (not run yet, or the metric is missing) makes the claim inconclusive
-    and the evidence says which row is missing.
+    and the evidence says which row is missing. ``chance`` holds the chance rows' estimates of the
+    column; with a direction (``higher_is_better``) every named row not in ``exempt`` (data and
+    chance rows) must beat each of them, or the verdict is :data:`AT_CHANCE` (module docstring).
     """
     missing = [r for r in claim.rows if r not in estimates]
     if missing:
@@ -223,14 +252,28 @@ def evaluate_claim(claim: Claim, estimates: Mapping[str, Estimate]) -> Verdict:
     if claim.kind == "ratio":
         num, den = claim.rows
         verdict, text = _ratio(claim, num, den, estimates[num], estimates[den])
-        return Verdict(claim, verdict, (text,))
-    pairs = list(zip(claim.rows, claim.rows[1:]))
-    results = [_pair(claim, a, b, estimates[a], estimates[b]) for a, b in pairs]
-    verdicts = [v for v, _ in results]
-    if all(v == SUPPORTED for v in verdicts):
-        verdict = SUPPORTED
-    elif any(v == NOT_SUPPORTED for v in verdicts):
-        verdict = NOT_SUPPORTED
+        texts = [text]
     else:
-        verdict = INCONCLUSIVE
-    return Verdict(claim, verdict, tuple(t for _, t in results))
+        pairs = list(zip(claim.rows, claim.rows[1:]))
+        results = [_pair(claim, a, b, estimates[a], estimates[b]) for a, b in pairs]
+        verdicts = [v for v, _ in results]
+        if all(v == SUPPORTED for v in verdicts):
+            verdict = SUPPORTED
+        elif any(v == NOT_SUPPORTED for v in verdicts):
+            verdict = NOT_SUPPORTED
+        else:
+            verdict = INCONCLUSIVE
+        texts = [t for _, t in results]
+    if chance and higher_is_better is not None:
+        failed = False
+        for row in dict.fromkeys(claim.rows):
+            if row in exempt:
+                continue
+            for chance_row, e_chance in chance.items():
+                ok, text = beats_chance(claim, row, chance_row, estimates[row], e_chance, higher_is_better)
+                if not ok:
+                    failed = True
+                    texts.append(text)
+        if failed:
+            verdict = AT_CHANCE
+    return Verdict(claim, verdict, tuple(texts))

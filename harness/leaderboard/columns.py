@@ -13,7 +13,13 @@ derived quantities below, each computed from fields the record already holds:
 * ``recon_nats`` — the reconstruction term −E_q log p(x|z) = −ELBO − KL, in nats per example;
 * ``bpd_nfe`` — network evaluations per example of the adaptive PF-ODE solve behind ``bpd``
   (Lipman et al. 2023 count NFE of the dopri5 solver);
-* ``train_wall_time_s`` — wall time of training the row's model (0 for an untrained model).
+* ``train_wall_time_s`` — wall time of training the row's model (0 for an untrained model);
+* ``<bits/dim key>_<kind>`` for ``bpd``, ``elbo_bpd``, ``iwae_bpd`` and the kinds ``continuous``
+  (real-valued rows scored as they are: a differential entropy, can be negative), ``dequantized``
+  (8-bit pixels uniformly dequantized: a density on [0, 256)^D in bits/dim) and ``binarized``
+  (pixels thresholded to {0, 1}: a probability mass) — the value only when the record's kind is
+  that one. The three are different quantities: a table never puts two kinds in one column (a
+  plain bits/dim column whose rows differ in kind is refused by :func:`bpd_kind_conflicts`).
 """
 
 from __future__ import annotations
@@ -22,17 +28,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["COLUMNS", "Column", "column_blocks", "column_value"]
+__all__ = ["COLUMNS", "Column", "bpd_kind", "bpd_kind_conflicts", "column_blocks", "column_value"]
 
 
 @dataclass(frozen=True)
 class Column:
-    """How to show a column: header label, unit, and which direction is better (None: neither)."""
+    """How to show a column: header label, unit, which direction is better (None: neither), and the
+    range its values live in (``MetricKey.bounds``), which its intervals respect."""
 
     key: str
     label: str
     higher_is_better: bool | None
     unit: str = ""
+    bounds: tuple[float, float] | None = None
 
 
 DERIVED: tuple[tuple[Column, str | None], ...] = (
@@ -42,14 +50,29 @@ DERIVED: tuple[tuple[Column, str | None], ...] = (
     (Column("kl_nats", "KL", None, "nats"), "iwae_bpd"),
     (Column("kl_per_dim", "KL per dim", None, "nats"), "iwae_bpd"),
     (Column("recon_nats", "recon.", False, "nats"), "iwae_bpd"),
-    (Column("bpd_nfe", "NFE of the bpd ODE solve", False), "nfe_mean"),
-    (Column("parameters", "params", None), None),
-    (Column("train_wall_time_s", "train time", None, "s"), None),
+    (Column("bpd_nfe", "NFE of the bpd ODE solve", False, bounds=(0.0, math.inf)), "nfe_mean"),
+    (Column("parameters", "params", None, bounds=(0.0, math.inf)), None),
+    (Column("train_wall_time_s", "train time", None, "s", bounds=(0.0, math.inf)), None),
 )
 """Columns computed from fields a record already holds (see the module docstring), each shown
 after the metric key named beside it (None: at the end)."""
 
 _UNIT_SHOWN = frozenset({"bits/dim", "nats", "s"})
+
+BPD_KEYS = ("bpd", "elbo_bpd", "iwae_bpd")
+BPD_KINDS = {"continuous": "continuous", "dequantized": "8-bit dequantized", "binarized": "binarized"}
+
+
+def bpd_kind(entry: dict[str, Any]) -> str | None:
+    """The kind of a bits/dim entry from its ``dequantization`` field (None: not recorded)."""
+    how = str(entry.get("dequantization") or "")
+    if "binarized" in how:
+        return "binarized"
+    if how.startswith("uniform"):
+        return "dequantized"
+    if "continuous" in how:
+        return "continuous"
+    return None
 
 
 def _columns() -> dict[str, Column]:
@@ -63,9 +86,13 @@ def _columns() -> dict[str, Column]:
     out: dict[str, Column] = {}
     for metric in all_metrics():
         for k in metric.keys:
-            out[k.key] = Column(k.key, k.label, k.higher_is_better, k.unit if k.unit in _UNIT_SHOWN else "")
+            out[k.key] = Column(k.key, k.label, k.higher_is_better, k.unit if k.unit in _UNIT_SHOWN else "", k.bounds)
             out.update({c.key: c for c in after.get(k.key, ())})
     out.update({c.key: c for c in after.get(None, ())})
+    for key in BPD_KEYS:
+        base = out[key]
+        for kind, words in BPD_KINDS.items():
+            out[f"{key}_{kind}"] = Column(f"{key}_{kind}", f"{base.label}, {words}", base.higher_is_better, base.unit)
     return out
 
 
@@ -79,6 +106,11 @@ def column_blocks(record: dict[str, Any], key: str) -> tuple[list[float], int, s
     """(block means over the evaluation examples, how many examples, which examples) of a
     likelihood-type column, or None."""
     base = _NLL_OF.get(key, key)
+    stem, _, kind = base.rpartition("_")
+    if stem in BPD_KEYS and kind in BPD_KINDS:
+        if column_value(record, key) is None:
+            return None
+        base = stem
     entry = record.get("metrics", {}).get(base)
     if not isinstance(entry, dict) or not entry.get("block_means") or not isinstance(entry.get("n"), int):
         return None
@@ -114,6 +146,10 @@ def column_value(record: dict[str, Any], key: str) -> tuple[float, float | None]
     if key == "bpd_nfe":
         entry = record.get("metrics", {}).get("bpd", {})
         return None if entry.get("nfe_mean") is None else (float(entry["nfe_mean"]), None)
+    base_key, _, kind = key.rpartition("_")
+    if base_key in BPD_KEYS and kind in BPD_KINDS:
+        entry = record.get("metrics", {}).get(base_key)
+        return _metric(record, base_key) if isinstance(entry, dict) and bpd_kind(entry) == kind else None
     if key in _NLL_OF:
         base = _metric(record, _NLL_OF[key])
         if base is None:
@@ -132,3 +168,15 @@ def column_value(record: dict[str, Any], key: str) -> tuple[float, float | None]
         neg_elbo = column_value(record, "elbo_nll_nats")
         return None if neg_elbo is None else (neg_elbo[0] - kl, None)
     return _metric(record, key)
+
+
+def bpd_kind_conflicts(column: str, records: dict[str, list[dict[str, Any]]]) -> dict[str, str] | None:
+    """{row: kind} when the rows of a plain bits/dim ``column`` hold more than one kind, else None."""
+    if column not in BPD_KEYS:
+        return None
+    kinds = {}
+    for row, recs in records.items():
+        entry = recs[0].get("metrics", {}).get(column) if recs else None
+        if isinstance(entry, dict) and entry.get("value") is not None:
+            kinds[row] = bpd_kind(entry) or "unrecorded"
+    return kinds if len(set(kinds.values())) > 1 else None

@@ -22,7 +22,7 @@ import numpy as np
 
 from harness.core.atomic import atomic_open
 from harness.leaderboard.claims import Estimate, Verdict, estimate, evaluate_claim
-from harness.leaderboard.columns import COLUMNS, column_blocks, column_value
+from harness.leaderboard.columns import COLUMNS, bpd_kind_conflicts, column_blocks, column_value
 from harness.leaderboard.suite import LeaderboardSuite, Row
 from harness.store.records import read_record
 
@@ -56,6 +56,11 @@ def collect(suite: LeaderboardSuite, results_dir: Path) -> SuiteResults:
                 found.append(record)
         if found:
             records[row.id] = found
+    for col in suite.columns:
+        mixed = bpd_kind_conflicts(col, records)
+        if mixed:
+            raise ValueError(f"suite {suite.name}: column {col!r} would mix kinds of bits/dim {mixed}; use the columns "
+                             f"{', '.join(f'{col}_{k}' for k in sorted(set(mixed.values())))} instead")
     estimates: dict[str, dict[str, Estimate]] = {}
     for row_id, recs in records.items():
         per: dict[str, Estimate] = {}
@@ -68,8 +73,13 @@ def collect(suite: LeaderboardSuite, results_dir: Path) -> SuiteResults:
                                     blocks=blocks_, examples=examples, pair_key=which)
         estimates[row_id] = per
     verdicts = []
+    exempt = frozenset(r.id for r in suite.rows if r.role != "model")
     for claim in suite.claims:
-        verdicts.append(evaluate_claim(claim, {r: e[claim.column] for r, e in estimates.items() if claim.column in e}))
+        column = {r: e[claim.column] for r, e in estimates.items() if claim.column in e}
+        chance = {r.id: column[r.id] for r in suite.rows if r.role == "chance" and r.id in column
+                  and r.eval_dataset in {suite.row(x).eval_dataset for x in claim.rows}}
+        verdicts.append(evaluate_claim(claim, column, chance=chance, exempt=exempt,
+                                       higher_is_better=COLUMNS[claim.column].higher_is_better))
     return SuiteResults(suite=suite, records=records, estimates=estimates, verdicts=tuple(verdicts))
 
 
@@ -82,14 +92,19 @@ def _num(x: float, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
-def format_estimate(e: Estimate) -> str:
-    """mean ± CI half-width, the mean rounded to the half-width's second significant digit."""
+def format_estimate(e: Estimate, bounds: tuple[float, float] | None = None) -> str:
+    """mean ± CI half-width, or for a bounded column mean [lo, hi] (the interval inside the bounds),
+    the numbers rounded to the second significant digit of the interval's half-width."""
     hw = e.half_width(CONFIDENCE)
     if not hw > 0:
         return _num(e.mean)
-    decimals = max(0, 1 - math.floor(math.log10(hw)))
+    lo, hi = e.interval(CONFIDENCE, bounds)
+    width = (hi - lo) / 2 if bounds is not None else hw
+    decimals = max(0, 1 - math.floor(math.log10(width))) if width > 0 else 9
     if decimals > 8:
-        return f"{e.mean:.3g} ± {hw:.2g}"
+        return f"{e.mean:.3g} [{lo:.2g}, {hi:.2g}]" if bounds is not None else f"{e.mean:.3g} ± {hw:.2g}"
+    if bounds is not None:
+        return f"{e.mean:.{decimals}f} [{lo:.{decimals}f}, {hi:.{decimals}f}]"
     return f"{e.mean:.{decimals}f} ± {hw:.{decimals}f}"
 
 
@@ -131,6 +146,34 @@ def _protocol(row: Row, recs: list[dict[str, Any]]) -> str:
 # ----- Markdown and CSV -------------------------------------------------------------------------
 
 
+INTERVAL_NOTE = (
+    f"Mean ± half-width of the {CONFIDENCE:.0%} confidence interval, or mean [low, high] for a bounded quantity "
+    "(fractions on the logit scale, distances, counts and rates on the log scale, so that the interval stays in "
+    "range): Student t over seeds; with one seed, 1.96 × that run's standard error (half-sampling for sample "
+    "metrics, over examples for likelihoods), which covers the evaluation examples' noise only, not training's. "
+    "No interval: exact, or no spread recorded. –: not measured for that model. FD is the Fréchet distance in "
+    "the feature space named in the protocol; it is FID only with inception-v3. Rows of role data (a fresh "
+    "sample of the data) and chance (a sampler that knows only the data's moments, box or marginals) are "
+    "evaluated like the models.")
+REFERENCE_NOTE = (
+    "Numbers as the seed documents print them (the source names the paper, the table and the seed note). They "
+    "are on other data sets, networks and feature spaces, so they are compared with ours only through the "
+    "claims below (orderings and ratios), never number to number.")
+CLAIM_METHOD = (
+    f"Computed from the rows above with {CONFIDENCE:.0%} confidence intervals (Welch t over seeds; one-seed "
+    "likelihoods on the same test examples paired by block means; ratios on the log scale; equivalence "
+    "(within a margin) by two one-sided tests at α = 0.05, i.e. the 90% interval): supported when the "
+    "interval lies on the claimed side, not supported when it lies on the other side, inconclusive when it "
+    "straddles. A claim whose model rows do not all beat every chance row on its column is inconclusive "
+    "(at chance).")
+
+
+def _protocol_rows(res: SuiteResults) -> tuple[list[str], list[list[str]]]:
+    s = res.suite
+    return ["row", "training and evaluation"], [
+        [row.label, _protocol(row, res.records[row.id]) if row.id in res.records else "not run"] for row in s.rows]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     esc = [[c.replace("|", "\\|") for c in row] for row in [header, *rows]]
     return ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in esc[1:])]
@@ -142,7 +185,7 @@ def _our_rows(res: SuiteResults) -> tuple[list[str], list[list[str]]]:
     body = []
     for row in s.rows:
         est = res.estimates.get(row.id)
-        cells = [(format_estimate(est[c]) if c in est else "–") if est else "not run" for c in s.columns]
+        cells = [(format_estimate(est[c], COLUMNS[c].bounds) if c in est else "–") if est else "not run" for c in s.columns]
         body.append([row.label, row.model, str(len(res.records.get(row.id, []))), *cells])
     return ["row", "model", "seeds", *(_header(c) for c in s.columns)], body
 
@@ -164,25 +207,16 @@ def render_markdown(res: SuiteResults) -> str:
               + (f" · about {s.expected_minutes:g} min on 2 CPU cores" if s.expected_minutes else ""),
               "", "## Our runs", ""]
     lines += _table(*_our_rows(res))
-    lines += ["", f"Mean ± half-width of the {CONFIDENCE:.0%} confidence interval: Student t over seeds; with one "
-              "seed, ±1.96 × that run's standard error (half-sampling for sample metrics, over examples for "
-              "likelihoods). No ±: exact, or no spread recorded. –: not measured for that model. "
-              "FD is the Fréchet distance in the feature space named below; it is FID only with inception-v3.", ""]
+    lines += ["", INTERVAL_NOTE, ""]
     lines += ["### Protocol", ""]
-    lines += _table(["row", "training and evaluation"],
-                    [[row.label, _protocol(row, res.records[row.id]) if row.id in res.records else "not run"] for row in s.rows])
+    lines += _table(*_protocol_rows(res))
     lines.append("")
     if s.references:
-        lines += ["## Published reference rows", "",
-                  "Copied from the papers. They are on other data sets, networks and feature spaces, so they are "
-                  "compared with ours only through the claims below (orderings and ratios), never number to number.", ""]
+        lines += ["## Published reference rows", "", REFERENCE_NOTE, ""]
         lines += _table(*_reference_rows(s))
         lines.append("")
     if res.verdicts:
-        lines += ["## Claims", "",
-                  f"Computed from the rows above with {CONFIDENCE:.0%} confidence intervals (Welch t over seeds; "
-                  "one-seed likelihoods on the same test examples paired by block means; ratios on the log scale): supported when the interval lies on the claimed side, not supported "
-                  "when it lies on the other side, inconclusive when it straddles.", ""]
+        lines += ["## Claims", "", CLAIM_METHOD, ""]
         lines += _table(["claim", "statement", "source", "verdict"],
                         [[v.claim.id, v.claim.statement, v.claim.source, f"**{v.verdict}**"] for v in res.verdicts])
         lines.append("")
@@ -195,7 +229,7 @@ def render_markdown(res: SuiteResults) -> str:
 
 
 def render_csv(res: SuiteResults) -> str:
-    """One line per row (ours, then the references): mean and CI half-width per column."""
+    """One line per row (ours, then the references): mean and the 95% interval's ends per column."""
     import pandas as pd
 
     s = res.suite
@@ -205,15 +239,16 @@ def render_csv(res: SuiteResults) -> str:
         rec: dict[str, Any] = {"suite": s.name, "kind": "ours", "row": row.id, "label": row.label, "model": row.model,
                                "dataset": row.eval_dataset, "source": "genbench", "seeds": len(res.records.get(row.id, []))}
         for c in s.columns:
+            lo, hi = est[c].interval(CONFIDENCE, COLUMNS[c].bounds) if c in est else (None, None)
             rec[f"{c}_mean"] = est[c].mean if c in est else None
-            rec[f"{c}_ci95"] = est[c].half_width(CONFIDENCE) if c in est else None
+            rec[f"{c}_ci95_lo"], rec[f"{c}_ci95_hi"] = lo, hi
         records.append(rec)
     for r in s.references:
         rec = {"suite": s.name, "kind": "published", "row": "", "label": r.label, "model": "", "dataset": r.dataset,
                "source": r.source, "seeds": None}
         for c in s.columns:
             rec[f"{c}_mean"] = r.values.get(c)
-            rec[f"{c}_ci95"] = None
+            rec[f"{c}_ci95_lo"] = rec[f"{c}_ci95_hi"] = None
         records.append(rec)
     buf = io.StringIO()
     pd.DataFrame.from_records(records).to_csv(buf, index=False, float_format="%.6g", lineterminator="\n")
@@ -242,6 +277,12 @@ def _image_grid(x: np.ndarray) -> np.ndarray:
     return grid[..., 0] if c == 1 else grid
 
 
+def _errbar(e: Estimate, column: str) -> list[list[float]]:
+    """matplotlib's [[below], [above]] error of the column's interval (inside its bounds)."""
+    lo, hi = e.interval(CONFIDENCE, COLUMNS[column].bounds)
+    return [[e.mean - lo], [hi - e.mean]]
+
+
 def _figures(res: SuiteResults, results_dir: Path, img_dir: Path) -> tuple[tuple[str, str], ...]:
     import matplotlib
 
@@ -262,7 +303,7 @@ def _figures(res: SuiteResults, results_dir: Path, img_dir: Path) -> tuple[tuple
             est = res.estimates.get(row.id, {})
             if x in est and y in est:
                 ex, ey = est[x], est[y]
-                ax.errorbar(ex.mean, ey.mean, xerr=ex.half_width(CONFIDENCE), yerr=ey.half_width(CONFIDENCE), fmt="o", ms=4, capsize=2)
+                ax.errorbar(ex.mean, ey.mean, xerr=_errbar(ex, x), yerr=_errbar(ey, y), fmt="o", ms=4, capsize=2)
                 ax.annotate(row.label, (ex.mean, ey.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
                 groups.setdefault(row.group, []).append((ex.mean, ey.mean))
         for group, pts in groups.items():
@@ -336,13 +377,18 @@ def _suite_html(res: SuiteResults) -> str:
                  f'<code>{s.eval_dataset}</code>; tables: <a href="{s.name}.md">{s.name}.md</a>, '
                  f'<a href="{s.name}.csv">{s.name}.csv</a></p>')
     parts.append(_html_table(*_our_rows(res)))
+    parts.append(f'<p class="note">{html.escape(INTERVAL_NOTE)}</p>')
+    parts.append("<h3>Protocol</h3>")
+    parts.append(_html_table(*_protocol_rows(res)))
     if s.references:
-        parts.append("<h3>Published reference rows (other data sets; compared through the claims only)</h3>")
+        parts.append("<h3>Published reference rows</h3>")
+        parts.append(f'<p class="note">{html.escape(REFERENCE_NOTE)}</p>')
         parts.append(_html_table(*_reference_rows(s)))
     if res.verdicts:
         parts.append("<h3>Claims</h3>")
+        parts.append(f'<p class="note">{html.escape(CLAIM_METHOD)}</p>')
         rows = [[html.escape(v.claim.id), html.escape(v.claim.statement), html.escape(v.claim.source),
-                 f'<span class="{v.verdict.replace(" ", "-")}">{v.verdict}</span>', html.escape("; ".join(v.evidence))]
+                 f'<span class="{v.verdict.split(" (")[0].replace(" ", "-")}">{html.escape(v.verdict)}</span>', html.escape("; ".join(v.evidence))]
                 for v in res.verdicts]
         parts.append(_html_table(["claim", "statement", "source", "verdict", "evidence"], rows, raw=True))
     if res.images:

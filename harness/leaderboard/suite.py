@@ -22,6 +22,8 @@ reproduced::
         train: {steps: 3000}                 # merged over defaults.train
         eval: {sampler: euler, steps: 1}     # merged over defaults.eval (ModelEvalConfig options)
         group: 1-RF                          # optional: rows of one group form a curve in plots
+        role: model                          # or data (a fresh sample of the data), chance (a trivial sampler):
+                                             # claims need their model rows to beat every chance row
       - id: rf2
         model: rectified-flow
         reflow: {from: rf1, pairs: 10000, sampler: euler, steps: 100}  # couplings drawn from rf1's model
@@ -62,7 +64,8 @@ SUITE_DIR = Path(__file__).resolve().parents[1] / "suites" / "leaderboard"
 _TOP = {"name", "title", "description", "dataset", "seeds", "expected_minutes", "defaults", "columns", "rows",
         "references", "claims"}
 _TOP_REQUIRED = {"name", "title", "dataset", "seeds", "columns", "rows"}
-_ROW = {"id", "label", "model", "model_args", "dataset", "train", "eval", "group", "init", "reflow", "seeds", "note"}
+_ROW = {"id", "label", "model", "model_args", "dataset", "train", "eval", "group", "init", "reflow", "seeds", "note", "role"}
+ROLES = ("model", "data", "chance")
 _TRAIN = {"steps", "batch_size", "num_train"}
 _REFLOW = {"from", "pairs", "sampler", "steps"}
 _REF = {"label", "source", "dataset", "values", "note"}
@@ -94,6 +97,7 @@ class Row:
     init: str | None = None
     reflow: dict[str, Any] | None = None
     note: str = ""
+    role: str = "model"  # one of ROLES: a model, the data itself, or a chance sampler
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -228,7 +232,14 @@ def _row(entry: Any, where: str, suite: dict[str, Any], defaults: dict[str, Any]
         train_dataset=train_ds, eval_dataset=eval_ds, train=train, eval=eval_options,
         seeds=_seeds(entry["seeds"], where) if "seeds" in entry else suite["seeds"],
         group=entry.get("group"), init=entry.get("init"), reflow=reflow, note=str(entry.get("note", "")),
+        role=_role(entry.get("role", "model"), where),
     )
+
+
+def _role(value: Any, where: str) -> str:
+    if value not in ROLES:
+        raise ValueError(f"{where}: role must be one of {', '.join(ROLES)}, got {value!r}")
+    return str(value)
 
 
 def _claim(entry: Any, where: str, rows: dict[str, Row], columns: tuple[str, ...]) -> Claim:

@@ -1,0 +1,212 @@
+"""Reference rows of a leaderboard: the data itself and trivial ("chance") samplers.
+
+A claim that model A beats model B means little if both are worse than a sampler that knows only
+the data's first two moments, or no better than the data itself. These samplers are trained and
+evaluated like every model (``genbench train``, the leaderboard's rows), so their rows sit in the
+tables beside the models':
+
+* ``data-sample``: a fresh sample of the data: ``capacity`` training rows, resampled uniformly (the
+  training split is independent of the evaluation split). The row every metric's best value is
+  read against (a perfect model scores like it, up to sampling noise).
+* ``chance-gaussian``: N(μ, Σ) with the training rows' mean and covariance (float64 sums): matches
+  the data's first two moments exactly, and so its Fréchet distance, while ignoring all structure.
+* ``chance-uniform``: uniform over the training rows' bounding box.
+* ``chance-marginals``: every dimension drawn independently from its empirical marginal (for images
+  the per-pixel marginal: each pixel copied from an independently chosen training image).
+
+"Training" reads each training row once: give ``steps`` × ``batch_size`` ≥ the training rows (one
+epoch; batches are disjoint within an epoch). Nothing is optimised. Sampling is per example:
+sample i depends only on its ``BatchRNG`` stream, not on the batch it is drawn in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from harness.core.entries import ModelEntry
+from harness.core.protocols import DataSpec
+from harness.core.rng import BatchRNG
+
+__all__ = ["REGISTRY", "EmpiricalSampler", "GaussianFit", "UniformBox"]
+
+
+class _Reference(nn.Module):
+    """Shared plumbing: a data spec from ``shape``, no optimisers, a count of rows seen."""
+
+    def __init__(self, shape: list[int] | tuple[int, ...], value_range: tuple[float, float], steps: int,
+                 batch_size: int) -> None:
+        super().__init__()
+        self.data_spec = DataSpec(tuple(shape), "continuous", tuple(value_range))
+        self.default_steps = steps
+        self.default_batch_size = batch_size
+        self.register_buffer("seen", torch.zeros((), dtype=torch.int64))
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return []
+
+    def _require_data(self) -> None:
+        if int(self.seen) < 2:
+            raise ValueError(f"{type(self).__name__} has seen {int(self.seen)} training rows; train it first (it needs >= 2)")
+
+    def _check_rng(self, n: int, rng: BatchRNG) -> None:
+        if len(rng) != n:
+            raise ValueError(f"sample(n={n}, rng) needs a BatchRNG over n examples, got one over {len(rng)}")
+
+    def _clamped(self, x: Tensor) -> Tensor:
+        if len(self.data_spec.shape) == 3:  # images: stay in the declared value range
+            lo, hi = self.data_spec.value_range
+            return x.clamp(lo, hi)
+        return x
+
+
+class EmpiricalSampler(_Reference):
+    """Resamples stored training rows: whole rows (``mode="rows"``) or each dimension from its own row
+    (``mode="marginals"``, the product of the empirical marginals).
+
+    Args:
+        shape: per-example shape ([2], [1, 28, 28]).
+        capacity: training rows kept (the first ``capacity`` seen).
+        mode: ``"rows"`` or ``"marginals"``.
+        value_range: the model-space range of image data ((-1, 1)).
+    """
+
+    def __init__(self, shape: list[int] | tuple[int, ...] = (2,), capacity: int = 10_000,
+                 mode: Literal["rows", "marginals"] = "rows", value_range: tuple[float, float] = (-1.0, 1.0),
+                 batch_size: int = 500) -> None:
+        if mode not in ("rows", "marginals"):
+            raise ValueError(f"mode must be 'rows' or 'marginals', got {mode!r}")
+        if capacity < 2:
+            raise ValueError(f"capacity must be >= 2, got {capacity}")
+        super().__init__(shape, value_range, steps=-(-capacity // batch_size), batch_size=batch_size)
+        self.config = {"shape": list(shape), "capacity": capacity, "mode": mode, "value_range": list(value_range),
+                       "batch_size": batch_size}
+        self.mode = mode
+        self.register_buffer("rows", torch.zeros((capacity, *self.data_spec.shape)))
+
+    def training_step(self, batch: Tensor, *, step: int, optimizers: Any, generator: torch.Generator) -> dict[str, float]:
+        start = int(self.seen)
+        take = min(len(batch), len(self.rows) - start)
+        if take > 0:
+            self.rows[start : start + take] = batch[:take].to(self.rows)
+            self.seen += take
+        return {"rows_stored": float(self.seen)}
+
+    @torch.no_grad()
+    def sample(self, n: int, rng: BatchRNG) -> Tensor:
+        """[n, *shape] rows (or per-dimension values) of the stored training rows, chosen by ``rng``."""
+        self._check_rng(n, rng)
+        self._require_data()
+        m = int(self.seen)
+        flat = self.rows[:m].reshape(m, -1)
+        if self.mode == "rows":
+            pick = rng.randint(m, ()).to(flat.device)
+            out = flat[pick]
+        else:
+            pick = rng.randint(m, (flat.shape[1],)).to(flat.device)  # [n, D]
+            out = flat[pick, torch.arange(flat.shape[1], device=flat.device)]
+        return self._clamped(out.reshape(n, *self.data_spec.shape).float())
+
+
+class GaussianFit(_Reference):
+    """N(μ, Σ) fitted to the training rows by float64 sums (Σ the maximum-likelihood covariance).
+
+    Args:
+        shape: per-example shape.
+        steps, batch_size: the one epoch that reads the training rows.
+        value_range: the model-space range of image data.
+    """
+
+    def __init__(self, shape: list[int] | tuple[int, ...] = (2,), steps: int = 20, batch_size: int = 500,
+                 value_range: tuple[float, float] = (-1.0, 1.0)) -> None:
+        super().__init__(shape, value_range, steps=steps, batch_size=batch_size)
+        self.config = {"shape": list(shape), "steps": steps, "batch_size": batch_size, "value_range": list(value_range)}
+        d = self.data_spec.num_dims
+        self.register_buffer("sum", torch.zeros(d, dtype=torch.float64))
+        self.register_buffer("outer", torch.zeros(d, d, dtype=torch.float64))
+
+    def training_step(self, batch: Tensor, *, step: int, optimizers: Any, generator: torch.Generator) -> dict[str, float]:
+        x = batch.reshape(len(batch), -1).to(torch.float64)
+        self.sum += x.sum(0)
+        self.outer += x.T @ x
+        self.seen += len(x)
+        return {"rows_seen": float(self.seen)}
+
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """(mean [D], maximum-likelihood covariance [D, D]), float64."""
+        self._require_data()
+        n = float(self.seen)
+        mean = self.sum / n
+        cov = self.outer / n - torch.outer(mean, mean)
+        return mean, (cov + cov.T) / 2
+
+    @torch.no_grad()
+    def sample(self, n: int, rng: BatchRNG) -> Tensor:
+        """[n, *shape] draws μ + L z, z ~ N(0, I) from ``rng``, L a square root of Σ (eigendecomposition)."""
+        self._check_rng(n, rng)
+        mean, cov = self.moments()
+        evals, evecs = torch.linalg.eigh(cov)
+        root = evecs * evals.clamp_min(0).sqrt()  # root @ root.T = cov (PSD part)
+        z = rng.normal((self.data_spec.num_dims,), dtype=torch.float64).to(mean.device)
+        x = mean + z @ root.T
+        return self._clamped(x.reshape(n, *self.data_spec.shape).float())
+
+
+class UniformBox(_Reference):
+    """Uniform over the training rows' bounding box [min_d, max_d] per dimension.
+
+    Args:
+        shape: per-example shape.
+        steps, batch_size: the one epoch that reads the training rows.
+        value_range: the model-space range of image data.
+    """
+
+    def __init__(self, shape: list[int] | tuple[int, ...] = (2,), steps: int = 20, batch_size: int = 500,
+                 value_range: tuple[float, float] = (-1.0, 1.0)) -> None:
+        super().__init__(shape, value_range, steps=steps, batch_size=batch_size)
+        self.config = {"shape": list(shape), "steps": steps, "batch_size": batch_size, "value_range": list(value_range)}
+        d = self.data_spec.num_dims
+        self.register_buffer("low", torch.full((d,), float("inf")))
+        self.register_buffer("high", torch.full((d,), float("-inf")))
+
+    def training_step(self, batch: Tensor, *, step: int, optimizers: Any, generator: torch.Generator) -> dict[str, float]:
+        x = batch.reshape(len(batch), -1).float()
+        self.low.copy_(torch.minimum(self.low, x.min(0).values))
+        self.high.copy_(torch.maximum(self.high, x.max(0).values))
+        self.seen += len(x)
+        return {"rows_seen": float(self.seen)}
+
+    @torch.no_grad()
+    def sample(self, n: int, rng: BatchRNG) -> Tensor:
+        """[n, *shape] uniform draws over the box, from ``rng``."""
+        self._check_rng(n, rng)
+        self._require_data()
+        u = rng.uniform((self.data_spec.num_dims,)).to(self.low.device)
+        return (self.low + u * (self.high - self.low)).reshape(n, *self.data_spec.shape)
+
+
+_TINY = {"shape": [2], "batch_size": 64}
+
+REGISTRY: tuple[ModelEntry, ...] = (
+    ModelEntry("data-sample", "reference", "baselines.reference_samplers:EmpiricalSampler",
+               "the data itself: stored training rows resampled (the best value every metric can reach)",
+               tiny_config={**_TINY, "capacity": 192}),
+    ModelEntry("chance-marginals", "reference", "baselines.reference_samplers:chance_marginals",
+               "chance: each dimension (pixel) drawn independently from its empirical marginal",
+               tiny_config={**_TINY, "capacity": 192}),
+    ModelEntry("chance-gaussian", "reference", "baselines.reference_samplers:GaussianFit",
+               "chance: a Gaussian with the training data's mean and covariance (matches its FD by construction)",
+               tiny_config={**_TINY, "steps": 3}),
+    ModelEntry("chance-uniform", "reference", "baselines.reference_samplers:UniformBox",
+               "chance: uniform over the training data's bounding box",
+               tiny_config={**_TINY, "steps": 3}),
+)
+
+
+def chance_marginals(**config: Any) -> EmpiricalSampler:
+    """An :class:`EmpiricalSampler` in ``mode="marginals"``."""
+    if config.get("mode", "marginals") != "marginals":
+        raise ValueError("chance-marginals always samples the marginals; drop mode")
+    return EmpiricalSampler(**{**config, "mode": "marginals"})
