@@ -9,7 +9,8 @@ tables beside the models':
   training split is independent of the evaluation split). The row every metric's best value is
   read against (a perfect model scores like it, up to sampling noise).
 * ``chance-gaussian``: N(μ, Σ) with the training rows' mean and covariance (float64 sums): matches
-  the data's first two moments exactly, and so its Fréchet distance, while ignoring all structure.
+  the data's first two moments exactly, and so its Fréchet distance, while ignoring all structure;
+  its exact ``log_prob`` is the likelihood a model must beat.
 * ``chance-uniform``: uniform over the training rows' bounding box.
 * ``chance-marginals``: every dimension drawn independently from its empirical marginal (for images
   the per-pixel marginal: each pixel copied from an independently chosen training image).
@@ -21,6 +22,7 @@ sample i depends only on its ``BatchRNG`` stream, not on the batch it is drawn i
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -141,6 +143,20 @@ class GaussianFit(_Reference):
         mean = self.sum / n
         cov = self.outer / n - torch.outer(mean, mean)
         return mean, (cov + cov.T) / 2
+
+    @torch.no_grad()
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log N(x; μ, Σ) in nats, float64 [B], of model-space rows x [B, *shape] (the chance row's
+        likelihood: what a model must beat with the data's first two moments known)."""
+        mean, cov = self.moments()
+        try:
+            chol = torch.linalg.cholesky(cov)
+        except RuntimeError:
+            raise ValueError("the fitted covariance is singular (a constant dimension); the Gaussian has no density "
+                             "there, so chance-gaussian scores no likelihood on this data") from None
+        z = torch.linalg.solve_triangular(chol, (x.reshape(len(x), -1).to(mean) - mean).T, upper=False)
+        d = mean.numel()
+        return -0.5 * (z.square().sum(0) + d * math.log(2 * math.pi)) - torch.log(torch.diagonal(chol)).sum()
 
     @torch.no_grad()
     def sample(self, n: int, rng: BatchRNG) -> Tensor:

@@ -156,12 +156,15 @@ def test_tiny_suite_end_to_end_resumes_and_rebuilds_identically(tmp_path, capsys
     assert err.count("tiny/") == 5  # 2 rows x 2 seeds + 1, one log line each
     records = sorted((tmp_path / "results" / "tiny").rglob("seed*.json"))
     assert len(records) == 5
-    assert len(list((tmp_path / "work" / "checkpoints").glob("*.pt"))) == 3  # fm and fm8 share one model per seed
+    checkpoints = list((tmp_path / "work" / "checkpoints").glob("*.pt"))
+    assert len([p for p in checkpoints if ".step" not in p.name]) == 3  # fm and fm8 share one model per seed
+    assert len([p for p in checkpoints if ".step" in p.name]) == 3  # and each its half-way checkpoint
     ft = json.loads((tmp_path / "results" / "tiny" / "ft" / "seed0.json").read_text())["leaderboard"]["train"]
     assert ft["init"] == "fm" and ft["steps"] == 10
     rec = json.loads(records[0].read_text())
     assert rec["leaderboard"]["train"]["steps"] == 30 and rec["metrics"]["nfe_mean"]["value"] in (4.0, 8.0)
     assert rec["metrics"]["straightness"]["value"] > 0
+    assert rec["leaderboard"]["convergence"]["step"] == 15 and "fid" in rec["leaderboard"]["convergence"]["metrics"]
     md = (tmp_path / "lb" / "tiny.md").read_text()
     assert "| fm | fm-ot | 2 |" in md and "**supported**" in md and "A et al., Table 1" in md
     # a rerun trains and evaluates nothing, and rebuilding from the records gives the same bytes
@@ -175,7 +178,7 @@ def test_tiny_suite_end_to_end_resumes_and_rebuilds_identically(tmp_path, capsys
     (tmp_path / "results" / "tiny" / "ft" / "seed0.json").unlink()
     assert main([*args, "--rows", "ft"]) == 0
     assert capsys.readouterr().err.count("tiny/") == 1
-    assert len(list((tmp_path / "work" / "checkpoints").glob("*.pt"))) == 2
+    assert len([p for p in (tmp_path / "work" / "checkpoints").glob("*.pt") if ".step" not in p.name]) == 2
     assert (tmp_path / "lb" / "img" / "tiny" / "fm-samples.png").is_file()
 
 
@@ -224,3 +227,66 @@ def test_single_seed_rows_on_the_same_examples_are_paired_by_block_means():
     assert paired.verdict == SUPPORTED and "paired" in paired.evidence[0]
     other_rows = estimate([mean(blocks_a)], [2.0], examples=400, blocks=blocks_a, pair_key="other rows")
     assert evaluate_claim(_claim("less"), {"a": other_rows, "b": b}).verdict == INCONCLUSIVE
+
+
+# ----- evidence rules: chance, convergence, bounded intervals, TOST ------------------------------
+
+
+def test_a_claim_between_rows_at_chance_is_not_evidence():
+    from harness.leaderboard.claims import AT_CHANCE
+
+    good, bad = estimate([10.0, 11.0, 12.0]), estimate([5.0, 5.5, 6.0])
+    chance = {"blob": estimate([10.5, 11.0, 11.5])}
+    claim = _claim("greater")
+    assert evaluate_claim(claim, {"a": good, "b": bad}, higher_is_better=True).verdict == SUPPORTED
+    v = evaluate_claim(claim, {"a": good, "b": bad}, chance=chance, higher_is_better=True)
+    assert v.verdict == AT_CHANCE and any("a" in t and "does not beat chance" in t for t in v.evidence)
+    # ... the rule also holds against "not supported": rows that did not train are not evidence against
+    v = evaluate_claim(_claim("less"), {"a": good, "b": bad}, chance=chance, higher_is_better=True)
+    assert v.verdict == AT_CHANCE
+    better = {"a": estimate([20.0, 21.0, 22.0]), "b": estimate([15.0, 15.5, 16.0])}
+    assert evaluate_claim(claim, better, chance=chance, higher_is_better=True).verdict == SUPPORTED
+    # data and chance rows themselves are exempt
+    assert evaluate_claim(claim, better | {"blob": chance["blob"]}, chance=chance, higher_is_better=True,
+                          exempt=frozenset({"blob"})).verdict == SUPPORTED
+
+
+def test_a_claim_naming_an_under_trained_row_is_inconclusive_never_not_supported():
+    from harness.leaderboard.claims import UNDER_TRAINED, converged
+
+    ok, _ = converged([1.0, 1.1, 0.9, 1.05], [1.02, 1.08, 0.93, 1.0])
+    moving, text = converged([1.0, 1.1, 0.9, 1.05], [2.0, 2.1, 1.95, 2.0])
+    assert ok and not moving and "spread ±" in text
+    # one seed: the spread is 1.96 x its standard error
+    assert converged([1.0], [1.5], [0.1])[0] is False and converged([1.0], [1.1], [0.1])[0] is True
+    est = {"a": estimate([5.0, 5.1, 4.9]), "b": estimate([1.0, 1.1, 0.9])}
+    assert evaluate_claim(_claim("less"), est).verdict == NOT_SUPPORTED
+    v = evaluate_claim(_claim("less"), est, under_trained={"a": "FD still moved"})
+    assert v.verdict == UNDER_TRAINED and "a under-trained: FD still moved" in v.evidence
+
+
+def test_intervals_of_bounded_metrics_stay_in_range():
+    from harness.core.stats import bounded_interval
+
+    recall = estimate([0.02, 0.98, 0.99])  # the symmetric interval is 0.66 ± 1.4
+    lo, hi = recall.interval(0.95, (0.0, 1.0))
+    assert 0.0 < lo < recall.mean < hi < 1.0
+    assert recall.mean - recall.half_width() < 0 and recall.mean + recall.half_width() > 1
+    fd = estimate([0.5, 20.0, 1.0])
+    lo, hi = fd.interval(0.95, (0.0, math.inf))
+    assert 0.0 < lo < fd.mean < hi and fd.mean - fd.half_width() < 0
+    assert bounded_interval(3.0, 0.0, 1.96, (0.0, 1.0)) == (3.0, 3.0)
+    assert bounded_interval(0.0, 0.1, 1.96, (0.0, 1.0)) == (0.0, pytest.approx(0.196))  # on the bound: clipped
+    # far from the bounds the transformed interval is the symmetric one to first order
+    lo, hi = bounded_interval(0.5, 0.001, 1.96, (0.0, 1.0))
+    assert lo == pytest.approx(0.5 - 0.00196, rel=1e-4) and hi == pytest.approx(0.5 + 0.00196, rel=1e-4)
+    assert format_estimate(recall, (0.0, 1.0)) == "0.66 [0.00, 1.00]"
+
+
+def test_equivalence_uses_the_tost_interval_at_twice_alpha():
+    """TOST at α = 0.05 decides with the 90% interval: a difference whose 95% interval pokes out of
+    the margin while its 90% interval stays inside is supported."""
+    a, b = Estimate(0.0, 0.03, math.inf, 1), Estimate(0.0, 0.0, math.inf, 1)
+    margin = 0.055  # 1.645 x 0.03 = 0.049 < 0.055 < 1.96 x 0.03 = 0.059
+    v = evaluate_claim(_claim("within", margin=margin), {"a": a, "b": b})
+    assert v.verdict == SUPPORTED and "90% CI (TOST at α = 0.05)" in v.evidence[0]

@@ -50,6 +50,11 @@ def test_gaussian_fit_has_the_training_moments(tmp_path):
     mean, cov = model.moments()
     assert np.allclose(mean.numpy(), train_rows.mean(0), atol=1e-6)
     assert np.allclose(cov.numpy(), np.cov(train_rows, rowvar=False, ddof=0), atol=1e-6)
+    from scipy.stats import multivariate_normal
+
+    probe = train_rows[:5]
+    exact = multivariate_normal(mean.numpy(), cov.numpy()).logpdf(probe)
+    assert np.allclose(model.log_prob(torch.as_tensor(probe)).numpy(), exact, rtol=1e-10)
     x = _draw(model, 20_000)
     assert np.allclose(x.mean(0), train_rows.mean(0), atol=0.05)
     assert np.allclose(np.cov(x, rowvar=False), cov.numpy(), atol=0.1)

@@ -33,6 +33,9 @@ Verdicts come from two-sided ``confidence`` intervals (default 95 %):
   data or chance row) must beat every chance row that has the claim's column, by the same interval
   test in the column's better direction; if one does not, the verdict is ``inconclusive (at
   chance)`` whatever the comparison says, and the evidence names the row and the chance row.
+* **Under-trained rows.** A row whose model had not converged (its metric moved by more than its
+  spread between the half-way and the final checkpoint, :func:`converged`) is no evidence for or against a claim: a
+  claim naming one is ``inconclusive (under-trained)``, before the chance rule.
 """
 
 from __future__ import annotations
@@ -45,11 +48,12 @@ from scipy import stats
 
 from harness.core.stats import bounded_interval, paired_block_stderr
 
-__all__ = ["AT_CHANCE", "INCONCLUSIVE", "NOT_SUPPORTED", "SUPPORTED", "Claim", "Estimate", "Verdict", "beats_chance",
+__all__ = ["AT_CHANCE", "UNDER_TRAINED", "INCONCLUSIVE", "NOT_SUPPORTED", "SUPPORTED", "Claim", "Estimate", "Verdict", "beats_chance",
            "estimate", "evaluate_claim"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 AT_CHANCE = "inconclusive (at chance)"
+UNDER_TRAINED = "inconclusive (under-trained)"
 KINDS = ("less", "greater", "ratio", "within")
 
 
@@ -237,14 +241,34 @@ def beats_chance(claim: Claim, row: str, chance_row: str, e_row: Estimate, e_cha
     return verdict == SUPPORTED, f"chance rule: {text}: {'beats' if verdict == SUPPORTED else 'does not beat'} chance"
 
 
+def converged(final: Sequence[float], earlier: Sequence[float], final_se: Sequence[float | None] = (),
+              confidence: float = 0.95) -> tuple[bool, str]:
+    """Whether a row's metric agrees between the half-way and the final checkpoint within its spread.
+
+    The spread is the half-width of the final value's ``confidence`` interval (Student t over seeds;
+    one seed: the normal quantile times its standard error). Converged when the mean change from the
+    half-way checkpoint to the end is no larger than that: the second half of training moved the
+    metric by less than the uncertainty the table reports for it.
+    """
+    if len(final) != len(earlier) or not final:
+        raise ValueError("final and earlier need one value per seed")
+    change = math.fsum(final) / len(final) - math.fsum(earlier) / len(earlier)
+    spread = estimate(final, final_se).half_width(confidence)
+    ok = abs(change) <= spread
+    return ok, f"change from half-way to the end {_fmt(change)}, spread ±{_fmt(spread)}"
+
+
 def evaluate_claim(claim: Claim, estimates: Mapping[str, Estimate], *, chance: Mapping[str, Estimate] | None = None,
-                   exempt: frozenset[str] = frozenset(), higher_is_better: bool | None = None) -> Verdict:
+                   exempt: frozenset[str] = frozenset(), higher_is_better: bool | None = None,
+                   under_trained: Mapping[str, str] | None = None) -> Verdict:
     """The verdict of ``claim`` from the rows' estimates of its column.
 
     A row with no estimate (not run yet, or the metric is missing) makes the claim inconclusive
     and the evidence says which row is missing. ``chance`` holds the chance rows' estimates of the
     column; with a direction (``higher_is_better``) every named row not in ``exempt`` (data and
     chance rows) must beat each of them, or the verdict is :data:`AT_CHANCE` (module docstring).
+    ``under_trained`` maps rows that failed their convergence check to the reason; a claim naming
+    one is :data:`UNDER_TRAINED`.
     """
     missing = [r for r in claim.rows if r not in estimates]
     if missing:
@@ -276,4 +300,8 @@ def evaluate_claim(claim: Claim, estimates: Mapping[str, Estimate], *, chance: M
                     texts.append(text)
         if failed:
             verdict = AT_CHANCE
+    stalled = [r for r in dict.fromkeys(claim.rows) if under_trained and r in under_trained]
+    if stalled:
+        verdict = UNDER_TRAINED
+        texts += [f"{r} under-trained: {under_trained[r]}" for r in stalled]  # type: ignore[index]
     return Verdict(claim, verdict, tuple(texts))

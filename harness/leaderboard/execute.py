@@ -5,7 +5,14 @@ Layout of what is written::
     <results>/<suite>/<row>/seed<k>.json          the eval record + a "leaderboard" section (committed)
     <results>/<suite>/<row>/seed<k>.samples.npz   up to 64 generated samples, first seed only (committed)
     <work>/checkpoints/<train_key>.pt              trained models, keyed by content (not committed)
+    <work>/checkpoints/<train_key>.step<S/2>.pt    the same training at half its steps (convergence check)
     <work>/couplings/<train_key>.npz               reflow couplings
+
+**Convergence check.** A model row is trained with a checkpoint at half its steps, and that
+checkpoint is evaluated with the row's own options; its metrics are kept in the record under
+``leaderboard.convergence`` (``step``, ``metrics``), so the tables can mark a row whose metric still
+moved in the second half of training as under-trained (``harness.leaderboard.render``). Data and
+chance rows are not checked (nothing is optimised).
 
 The unit of work is one (row, seed); it is resumable: a record is kept when its ``eval_key`` (the
 content hash of training + evaluation options) matches and the model it evaluated is in this work
@@ -33,6 +40,7 @@ from harness.leaderboard.suite import LeaderboardSuite, Row, content_key
 __all__ = ["record_path", "run_suite", "train_keys"]
 
 GRID_SAMPLES = 64
+SCATTER_SAMPLES = 2000  # rows kept for the sample figures of tabular (2-D) data
 
 
 def record_path(results_dir: Path, suite: str, row: str, seed: int) -> Path:
@@ -92,13 +100,16 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
                                  f"{row.model} with {config}: {err}") from None
             return model
 
-    cfg = TrainConfig(model=row.model, dataset=row.train_dataset, out=str(ckpt), steps=row.train.get("steps"),
-                      batch_size=row.train.get("batch_size"), num_train=row.train.get("num_train"), seed=seed, device=device)
+    steps = row.train.get("steps")
+    half = (steps // 2) if (row.role == "model" and steps and steps >= 2) else 0
+    cfg = TrainConfig(model=row.model, dataset=row.train_dataset, out=str(ckpt), steps=steps,
+                      batch_size=row.train.get("batch_size"), num_train=row.train.get("num_train"), seed=seed, device=device,
+                      checkpoint_every=half)
     result = train(cfg, build=build, model_config=config, progress=progress)
     summary = {"train_key": key, "steps": result["steps"], "wall_time_s": round(result["wall_time_s"], 2),
                "last_losses": result["last_losses"], "checkpoint_sha256": result["sha256"], "init": row.init,
                "reflow": row.reflow, "options": row.train, "dataset": row.train_dataset, "model_args": row.model_args,
-               "device": device, "torch_threads": result["torch_threads"]}
+               "device": device, "torch_threads": result["torch_threads"], "half_step": half or None}
     write_json(summary_path, summary)
     return summary
 
@@ -109,9 +120,15 @@ def _load_trained(path: Path, device: str) -> Any:
     return load_model(ModelEvalConfig(dataset="-", checkpoint=str(path), device=device)).model
 
 
+def _half_checkpoint(work: Path, key: str, half: int | None) -> Path | None:
+    path = _checkpoint(work, key).with_name(f"{key}.step{half}.pt") if half else None
+    return path if path is not None and path.is_file() else None
+
+
 def _save_samples(path: Path, samples: Any) -> None:
     buf = io.BytesIO()
-    np.savez_compressed(buf, samples=np.asarray(samples[:GRID_SAMPLES]))
+    x = np.asarray(samples)
+    np.savez_compressed(buf, samples=x[:SCATTER_SAMPLES] if x.ndim == 2 else x[:GRID_SAMPLES])
     with atomic_open(path) as handle:
         handle.write(buf.getvalue())
 
@@ -158,6 +175,12 @@ def run_suite(
                                 on_samples=kept.append if seed == row.seeds[0] else None)
         record["leaderboard"] = {"suite": suite.name, "row": row.id, "label": row.label, "seed": seed,
                                  "train_key": keys[row.id], "eval_key": ekey, "train": summary}
+        half = _half_checkpoint(work, keys[row.id], summary.get("half_step"))
+        if half is not None:
+            earlier = evaluate_model(ModelEvalConfig.from_dict({**row.eval, "dataset": row.eval_dataset, "seed": seed,
+                                                                "device": device, "checkpoint": str(half)}),
+                                     progress=progress, argv=["genbench", "leaderboard", "--suite", suite.name])
+            record["leaderboard"]["convergence"] = {"step": summary["half_step"], "metrics": earlier["metrics"]}
         if kept:
             _save_samples(path.with_name(f"seed{seed}.samples.npz"), kept[0].numpy())
         write_json(path, record)

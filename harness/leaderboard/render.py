@@ -14,14 +14,14 @@ from __future__ import annotations
 import html
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from harness.core.atomic import atomic_open
-from harness.leaderboard.claims import Estimate, Verdict, estimate, evaluate_claim
+from harness.leaderboard.claims import Estimate, Verdict, converged, estimate, evaluate_claim
 from harness.leaderboard.columns import COLUMNS, bpd_kind_conflicts, column_blocks, column_value
 from harness.leaderboard.suite import LeaderboardSuite, Row
 from harness.store.records import read_record
@@ -40,6 +40,7 @@ class SuiteResults:
     estimates: dict[str, dict[str, Estimate]]  # row id -> column -> estimate
     verdicts: tuple[Verdict, ...]
     images: tuple[tuple[str, str], ...] = ()  # (caption, file name under img/)
+    under_trained: dict[str, dict[str, str]] = field(default_factory=dict)  # row -> column -> why
 
 
 def collect(suite: LeaderboardSuite, results_dir: Path) -> SuiteResults:
@@ -72,15 +73,50 @@ def collect(suite: LeaderboardSuite, results_dir: Path) -> SuiteResults:
                 per[col] = estimate([v[0] for v in vals], [v[1] for v in vals],  # type: ignore[index]
                                     blocks=blocks_, examples=examples, pair_key=which)
         estimates[row_id] = per
+    under_trained = _convergence(suite, records, estimates)
     verdicts = []
     exempt = frozenset(r.id for r in suite.rows if r.role != "model")
     for claim in suite.claims:
         column = {r: e[claim.column] for r, e in estimates.items() if claim.column in e}
         chance = {r.id: column[r.id] for r in suite.rows if r.role == "chance" and r.id in column
                   and r.eval_dataset in {suite.row(x).eval_dataset for x in claim.rows}}
+        stalled = {r: why[claim.column] for r, why in under_trained.items() if claim.column in why}
+        stalled.update({r: why["*"] for r, why in under_trained.items() if "*" in why})
         verdicts.append(evaluate_claim(claim, column, chance=chance, exempt=exempt,
-                                       higher_is_better=COLUMNS[claim.column].higher_is_better))
-    return SuiteResults(suite=suite, records=records, estimates=estimates, verdicts=tuple(verdicts))
+                                       higher_is_better=COLUMNS[claim.column].higher_is_better, under_trained=stalled))
+    return SuiteResults(suite=suite, records=records, estimates=estimates, verdicts=tuple(verdicts),
+                        under_trained=under_trained)
+
+
+def _convergence(suite: LeaderboardSuite, records: dict[str, list[dict[str, Any]]],
+                 estimates: dict[str, dict[str, Estimate]]) -> dict[str, dict[str, str]]:
+    """Row -> {column: why} for the claim columns on which a model row failed its convergence check
+    (``claims.converged`` on the half-way checkpoint's record), and {"*": why} for a ``trained_if``
+    threshold it did not reach."""
+    claimed = {c.column for c in suite.claims}
+    out: dict[str, dict[str, str]] = {}
+    for row in suite.rows:
+        recs = records.get(row.id)
+        if row.role != "model" or not recs:
+            continue
+        for col, threshold in row.trained_if.items():
+            est = estimates.get(row.id, {}).get(col)
+            better = COLUMNS[col].higher_is_better
+            if est is None or (est.mean < threshold if better else est.mean > threshold):
+                got = "not measured" if est is None else f"{est.mean:.4g}"
+                out.setdefault(row.id, {})["*"] = f"{COLUMNS[col].label} {got}, needs {'≥' if better else '≤'} {threshold:g}"
+        if not all("convergence" in r.get("leaderboard", {}) for r in recs):
+            continue
+        for col in sorted(claimed):
+            final = [column_value(r, col) for r in recs]
+            earlier = [column_value({**r, "metrics": r["leaderboard"]["convergence"]["metrics"]}, col) for r in recs]
+            if any(v is None for v in final + earlier):
+                continue
+            ok, text = converged([v[0] for v in final], [v[0] for v in earlier], [v[1] for v in final])  # type: ignore[index]
+            if not ok:
+                step = recs[0]["leaderboard"]["convergence"]["step"]
+                out.setdefault(row.id, {})[col] = f"{COLUMNS[col].label} still moved after step {step}: {text}"
+    return out
 
 
 # ----- number formatting ------------------------------------------------------------------------
@@ -170,8 +206,20 @@ CLAIM_METHOD = (
 
 def _protocol_rows(res: SuiteResults) -> tuple[list[str], list[list[str]]]:
     s = res.suite
-    return ["row", "training and evaluation"], [
-        [row.label, _protocol(row, res.records[row.id]) if row.id in res.records else "not run"] for row in s.rows]
+    def check(row: Row) -> str:
+        recs = res.records.get(row.id, [])
+        if row.role != "model":
+            return f"{row.role} row: nothing optimised"
+        why = res.under_trained.get(row.id)
+        if why:
+            return "under-trained: " + "; ".join(why.values())
+        conv = [r.get("leaderboard", {}).get("convergence") for r in recs]
+        if recs and all(conv):
+            return f"converged: claim metrics agree between step {conv[0]['step']} and the end"
+        return "not checked (no half-way evaluation recorded)"
+
+    return ["row", "training and evaluation", "convergence check"], [
+        [row.label, _protocol(row, res.records[row.id]) if row.id in res.records else "not run", check(row)] for row in s.rows]
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -186,15 +234,30 @@ def _our_rows(res: SuiteResults) -> tuple[list[str], list[list[str]]]:
     for row in s.rows:
         est = res.estimates.get(row.id)
         cells = [(format_estimate(est[c], COLUMNS[c].bounds) if c in est else "–") if est else "not run" for c in s.columns]
-        body.append([row.label, row.model, str(len(res.records.get(row.id, []))), *cells])
+        label = row.label + (" (under-trained)" if row.id in res.under_trained else "")
+        body.append([label, row.model, str(len(res.records.get(row.id, []))), *cells])
     return ["row", "model", "seeds", *(_header(c) for c in s.columns)], body
+
+
+PUBLISHED_HEADERS = {"fid": "FID (Inception-v3, published) ↓"}
+"""Headers of published columns whose quantity differs from ours of the same key (our ``fid`` column is
+the Fréchet distance in the row's own feature space)."""
 
 
 def _reference_rows(s: LeaderboardSuite) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the published reference rows, over the columns any of them has."""
     cols = [c for c in COLUMNS if any(c in r.values for r in s.references)]
-    body = [[r.label, r.source, r.dataset, *(_num(r.values[c]) if c in r.values else "" for c in cols)] for r in s.references]
-    return ["reference", "source", "data set", *(_header(c) for c in cols)], body
+    body = [[r.label, r.source, r.dataset, *(r.printed.get(c, _num(r.values[c])) if c in r.values else "" for c in cols)]
+            for r in s.references]
+    return ["reference", "source", "data set", *(PUBLISHED_HEADERS.get(c, _header(c)) for c in cols)], body
+
+
+def _data_line(s: LeaderboardSuite) -> str:
+    """Which data the rows train and evaluate on (every pair the rows use)."""
+    pairs = list(dict.fromkeys((r.train_dataset, r.eval_dataset) for r in s.rows))
+    if len(pairs) == 1:
+        return f"trained on `{pairs[0][0]}`, evaluated on `{pairs[0][1]}`"
+    return "rows on " + ", ".join(f"`{t}` → `{e}`" for t, e in pairs) + " (trained → evaluated)"
 
 
 def render_markdown(res: SuiteResults) -> str:
@@ -202,7 +265,7 @@ def render_markdown(res: SuiteResults) -> str:
     lines = [f"# {s.title}", "", "<!-- generated by `genbench leaderboard`: do not edit; regenerate -->", ""]
     if s.description:
         lines += [s.description, ""]
-    lines += [f"Suite `{s.name}` · trained on `{s.train_dataset}`, evaluated on `{s.eval_dataset}` "
+    lines += [f"Suite `{s.name}` · {_data_line(s)} "
               f"· seeds {', '.join(map(str, s.seeds))}"
               + (f" · about {s.expected_minutes:g} min on 2 CPU cores" if s.expected_minutes else ""),
               "", "## Our runs", ""]
@@ -247,8 +310,9 @@ def render_csv(res: SuiteResults) -> str:
         rec = {"suite": s.name, "kind": "published", "row": "", "label": r.label, "model": "", "dataset": r.dataset,
                "source": r.source, "seeds": None}
         for c in s.columns:
-            rec[f"{c}_mean"] = r.values.get(c)
+            rec[f"{c}_mean"] = None if c in PUBLISHED_HEADERS else r.values.get(c)
             rec[f"{c}_ci95_lo"] = rec[f"{c}_ci95_hi"] = None
+        rec["published_fid"] = r.values.get("fid")
         records.append(rec)
     buf = io.StringIO()
     pd.DataFrame.from_records(records).to_csv(buf, index=False, float_format="%.6g", lineterminator="\n")
@@ -294,7 +358,8 @@ def _figures(res: SuiteResults, results_dir: Path, img_dir: Path) -> tuple[tuple
     out: list[tuple[str, str]] = []
     cols = set(s.columns)
     plots = [(x, y, f"{COLUMNS[y].label} vs {COLUMNS[x].label}") for x, y in
-             (("nfe_mean", "fid"), ("recall", "precision"), ("bpd_nfe", "bpd"), ("straightness", "fid"))
+             (("nfe_mean", "fid"), ("nfe_mean", "sw2"), ("recall", "precision"), ("bpd_nfe", "bpd"), ("straightness", "fid"),
+              ("straightness", "sw2"))
              if x in cols and y in cols and sum(x in e and y in e for e in res.estimates.values()) >= 2]
     for x, y, title in plots:
         fig, ax = plt.subplots(figsize=(5, 3.6))
@@ -339,8 +404,13 @@ def _figures(res: SuiteResults, results_dir: Path, img_dir: Path) -> tuple[tuple
             with atomic_open(img_dir / name) as handle:
                 handle.write(buf.getvalue())
         elif x.ndim == 2 and x.shape[1] == 2:
-            fig, ax = plt.subplots(figsize=(2.6, 2.6))
-            ax.scatter(x[:, 0], x[:, 1], s=4)
+            from harness.datasets import load_dataset
+
+            ref = load_dataset(row.eval_dataset, num_samples=len(x)).x
+            fig, ax = plt.subplots(figsize=(3.0, 3.0))
+            ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.75", lw=0, label=f"data ({row.eval_dataset})")
+            ax.scatter(x[:, 0], x[:, 1], s=1.5, c="tab:blue", alpha=0.6, lw=0, label=f"{len(x)} samples")
+            ax.legend(fontsize=6, loc="upper right", markerscale=4)
             ax.set_title(row.label, fontsize=8)
             ax.set_aspect("equal", "datalim")
             ax.tick_params(labelsize=6)
@@ -373,8 +443,7 @@ def _suite_html(res: SuiteResults) -> str:
     parts = [f'<section id="{s.name}"><h2>{html.escape(s.title)}</h2>']
     if s.description:
         parts.append(f"<p>{html.escape(s.description)}</p>")
-    parts.append(f'<p class="note">suite <code>{s.name}</code>; trained on <code>{s.train_dataset}</code>, evaluated on '
-                 f'<code>{s.eval_dataset}</code>; tables: <a href="{s.name}.md">{s.name}.md</a>, '
+    parts.append(f'<p class="note">suite <code>{s.name}</code>; {html.escape(_data_line(s))}; tables: <a href="{s.name}.md">{s.name}.md</a>, '
                  f'<a href="{s.name}.csv">{s.name}.csv</a></p>')
     parts.append(_html_table(*_our_rows(res)))
     parts.append(f'<p class="note">{html.escape(INTERVAL_NOTE)}</p>')

@@ -24,6 +24,7 @@ reproduced::
         group: 1-RF                          # optional: rows of one group form a curve in plots
         role: model                          # or data (a fresh sample of the data), chance (a trivial sampler):
                                              # claims need their model rows to beat every chance row
+        trained_if: {high_quality_fraction: 0.5}  # optional: below this the row is under-trained
       - id: rf2
         model: rectified-flow
         reflow: {from: rf1, pairs: 10000, sampler: euler, steps: 100}  # couplings drawn from rf1's model
@@ -64,7 +65,7 @@ SUITE_DIR = Path(__file__).resolve().parents[1] / "suites" / "leaderboard"
 _TOP = {"name", "title", "description", "dataset", "seeds", "expected_minutes", "defaults", "columns", "rows",
         "references", "claims"}
 _TOP_REQUIRED = {"name", "title", "dataset", "seeds", "columns", "rows"}
-_ROW = {"id", "label", "model", "model_args", "dataset", "train", "eval", "group", "init", "reflow", "seeds", "note", "role"}
+_ROW = {"id", "label", "model", "model_args", "dataset", "train", "eval", "group", "init", "reflow", "seeds", "note", "role", "trained_if"}
 ROLES = ("model", "data", "chance")
 _TRAIN = {"steps", "batch_size", "num_train"}
 _REFLOW = {"from", "pairs", "sampler", "steps"}
@@ -98,6 +99,7 @@ class Row:
     reflow: dict[str, Any] | None = None
     note: str = ""
     role: str = "model"  # one of ROLES: a model, the data itself, or a chance sampler
+    trained_if: dict[str, float] = field(default_factory=dict)  # column -> the value it must reach (else under-trained)
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -123,6 +125,19 @@ class Reference:
     dataset: str
     values: dict[str, float]
     note: str = ""
+    printed: dict[str, str] = field(default_factory=dict)  # each value as the seed prints it ("82.90")
+
+
+def _reference_value(value: Any, where: str) -> tuple[float, str]:
+    """(number, text as printed) of a reference value: a YAML number, or a quoted one to keep trailing zeros."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{where}: reference values must be numbers, got {value!r}")
+    text = value.strip() if isinstance(value, str) else (str(int(value)) if float(value).is_integer() else repr(float(value)))
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{where}: reference value {value!r} is not a number") from None
+    return number, text
 
 
 @dataclass(frozen=True)
@@ -232,8 +247,18 @@ def _row(entry: Any, where: str, suite: dict[str, Any], defaults: dict[str, Any]
         train_dataset=train_ds, eval_dataset=eval_ds, train=train, eval=eval_options,
         seeds=_seeds(entry["seeds"], where) if "seeds" in entry else suite["seeds"],
         group=entry.get("group"), init=entry.get("init"), reflow=reflow, note=str(entry.get("note", "")),
-        role=_role(entry.get("role", "model"), where),
+        role=_role(entry.get("role", "model"), where), trained_if=_trained_if(entry.get("trained_if"), where),
     )
+
+
+def _trained_if(value: Any, where: str) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(k in COLUMNS and isinstance(v, (int, float)) for k, v in value.items()):
+        raise ValueError(f"{where}: trained_if must map known columns to numbers, got {value!r}")
+    if any(COLUMNS[k].higher_is_better is None for k in value):
+        raise ValueError(f"{where}: trained_if needs columns with a better direction, got {sorted(value)}")
+    return {k: float(v) for k, v in value.items()}
 
 
 def _role(value: Any, where: str) -> str:
@@ -301,7 +326,9 @@ def load_leaderboard_suite(name_or_path: str | Path) -> LeaderboardSuite:
         entry = _keys(entry, _REF, f"{where}, references[{i}]", {"label", "source", "dataset", "values"})
         values = _keys(entry["values"], set(COLUMNS), f"{where}, references[{i}] values")
         references.append(Reference(label=str(entry["label"]), source=str(entry["source"]), dataset=str(entry["dataset"]),
-                                    values={k: float(v) for k, v in values.items()}, note=str(entry.get("note", ""))))
+                                    values={k: _reference_value(v, f"{where}, references[{i}] {k}")[0] for k, v in values.items()},
+                                    printed={k: _reference_value(v, f"{where}, references[{i}] {k}")[1] for k, v in values.items()},
+                                    note=str(entry.get("note", ""))))
     claims = [_claim(entry, f"{where}, claims[{i}]", rows, columns) for i, entry in enumerate(data.get("claims") or [])]
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
