@@ -13,9 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from harness.core.options import ROUNDING
 from harness.core.protocols import DataSpec
 
-ROUNDING = ("round", "floor")
+__all__ = ["ROUNDING", "samples_to_data", "to_uint8"]
 
 
 def to_uint8(x: Tensor, value_range: tuple[float, float], *, rounding: str = "round") -> Tensor:

@@ -19,7 +19,7 @@ import numpy as np
 from harness.config import config_from_dict
 from harness.core.device import check_device
 from harness.core.metric import Metric, MetricInputs
-from harness.core.options import MetricOptions, SampleMetricOptions
+from harness.core.options import RESIZE_PROTOCOLS, MetricOptions, SampleMetricOptions
 from harness.datasets import Dataset, load_dataset
 from harness.features import FeatureSet, extract_features, extract_reference_features
 from harness.planner import compute_metrics as run_metrics
@@ -31,7 +31,6 @@ from metrics.fid import STANDARD_EXTRACTOR
 log = logging.getLogger(__name__)
 
 DEFAULT_EXTRACTOR = {"image": STANDARD_EXTRACTOR, "tabular": "identity"}
-RESIZE_PROTOCOLS = ("tf-bilinear", "clean")
 
 
 @dataclass(frozen=True)

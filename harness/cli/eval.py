@@ -7,13 +7,9 @@ import json
 import sys
 from typing import Any
 
-from harness.cli.eval_samples import format_table, metric_list
+from harness.cli.eval_samples import format_table, metric_list, metric_names
 from harness.cli.options import add_flags, add_replicates_flag, collect, replicates
-from harness.convert import ROUNDING
-from harness.core.options import ModelMetricOptions, SampleMetricOptions
-from harness.eval_samples import RESIZE_PROTOCOLS
-from harness.planner import registered
-from harness.runner import ModelEvalConfig, evaluate_model
+from harness.core.options import RESIZE_PROTOCOLS, ROUNDING, ModelMetricOptions, SampleMetricOptions
 from harness.store.records import check_output_path, write_record
 
 
@@ -27,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="argument for the entry factory or registered model (repeatable; VALUE parsed as JSON if it can be)")
     p.add_argument("--dataset", required=True, metavar="NAME_OR_PATH", help="reference / evaluation data")
     p.add_argument("--metrics", default=None,
-                   help=f"comma-separated subset of {','.join(m.name for m in registered())} (default: all applicable)")
+                   help=f"comma-separated subset of {','.join(metric_names())} (default: all applicable)")
     p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples drawn and data rows used")
     p.add_argument("--sampler", default=None, metavar="NAME", help="passed to model.sample(sampler=...)")
     p.add_argument("--steps", type=int, default=None, metavar="K", help="passed to model.sample(steps=...)")
@@ -69,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if args.ode_probes_old is not None:  # the flag's old name
         print("genbench: warning: --ode-probes is now --ode-num-probes", file=sys.stderr)
         args.ode_num_probes = args.ode_probes_old
+    from harness.runner import ModelEvalConfig, evaluate_model
+
     cfg = ModelEvalConfig(
         dataset=args.dataset, checkpoint=args.checkpoint, entry=args.entry, model=args.model,
         model_args=parse_model_args(args.model_arg), metrics=metric_list(args.metrics),

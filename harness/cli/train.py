@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from harness.cli.eval import parse_model_args
-from harness.train import TrainConfig, train
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -28,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.train import TrainConfig, train
+
     cfg = TrainConfig(model=args.model, dataset=args.dataset, out=args.out, steps=args.steps,
                       batch_size=args.batch_size, seed=args.seed, device=args.device,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, num_train=args.num_train)

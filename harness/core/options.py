@@ -11,6 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+RESIZE_PROTOCOLS = ("tf-bilinear", "clean")
+"""How images are resized to an extractor's input: torch-fidelity's TF1 bilinear, or clean-fid's PIL bicubic."""
+ROUNDING = ("round", "floor")
+"""Rules that map a model's continuous output to uint8 pixels."""
+
 
 def _positive(obj: Any, *names: str) -> None:
     for name in names:

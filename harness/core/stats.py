@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 NUM_BLOCKS = 20  # block means stored per per-example metric, for paired drift checks
 HALF_SAMPLE_METHOD = "half-sampling: m = n//2 rows of each set without replacement; std x sqrt(m/(n-m)) (delete-d jackknife)"
@@ -39,6 +41,8 @@ _REPLICATE_STREAM = 0x6B6E6F6F62  # separates the replicate stream from every ot
 
 def mean_and_stderr(values: Tensor) -> tuple[float, float]:
     """Mean and standard error (std with ddof=1 over sqrt(n)) of per-example values [N]."""
+    import torch
+
     v = values.to(torch.float64).flatten()
     if v.numel() == 0:
         raise ValueError("no values to average")
@@ -57,6 +61,8 @@ def block_means(values: Tensor, num_blocks: int = NUM_BLOCKS) -> list[float]:
     of their means, Σ_j n_j (D_j − Δ)² / ((K − 1) N) (batch means, K − 1 degrees of freedom), which
     ``harness.drift`` uses for a paired comparison. 20 floats per metric, whatever N.
     """
+    import torch
+
     v = values.to(torch.float64).flatten()
     k = min(num_blocks, v.numel())
     return [float(block.mean()) for block in torch.tensor_split(v, k)] if k else []
