@@ -473,6 +473,10 @@ def _verdict(key: str, plan: _Plan, options: CheckOptions, family_size: int) -> 
         tol, rule = override.amount * s + floor, f"user z={override.amount:g} x {s:.3g}" + (f" ({basis})" if basis else "")
     elif _ungated(key) is not None:
         return MetricResult(key, b, c, delta, None, "info", f"not gated ({_ungated(key)})", basis)
+    elif spread is None and options.across_seeds and getattr(_key_info(key), "seed_dependent", False):
+        return MetricResult(key, b, c, delta, None, "info",
+                            "not gated across seeds (a count that depends on the evaluation seed; give it a "
+                            "tolerance with --tolerances to gate it)", None)
     elif spread is None:
         tol, rule, basis = floor, "exact", None
     elif basis == "paired":

@@ -177,8 +177,10 @@ def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
 
 METRIC = Metric(
     name="active_units",
-    keys=(MetricKey("active_units", "active units", gate="exact", measured=frozenset({"count", "variances"})),
-          MetricKey("kl_active_dims", "active dims (KL>0.1)", gate="exact", measured=frozenset({"count", "kl_per_dim"}))),
+    keys=(MetricKey("active_units", "active units", gate="exact", measured=frozenset({"count", "variances"}),
+                    seed_dependent=True),
+          MetricKey("kl_active_dims", "active dims (KL>0.1)", gate="exact", measured=frozenset({"count", "kl_per_dim"}),
+                    seed_dependent=True)),
     needs=("model:Encoder",),
     description="latent units with Var_x E[z|x] > 1e-2, and dims with mean KL > 0.1",
     reference="Burda et al. 2016, sec. 5.2",

@@ -481,3 +481,26 @@ def test_half_sample_spread_is_seeded_and_covers_inception_score():
     assert all(longer[k]["replicates"][:4] == a[k]["replicates"] for k in a)
     shifted = _replicates(fake + 1.0, real + 1.0, logits, names, num=4, seed=7, **opts)
     assert shifted["fid"]["replicates"] == pytest.approx(a["fid"]["replicates"], rel=1e-9)  # same rows, FD shift-invariant
+
+
+def test_counts_that_depend_on_the_seed_are_not_gated_across_seeds_unless_given_a_tolerance(seed_pairs):
+    """The same model at seeds 0 and 1 can count 21 vs 20 active units: across seeds that is reported,
+    not a drift; at one seed it stays an exact gate, and a tolerance gates it across seeds too."""
+    import copy
+
+    from harness.drift import Override
+
+    base = seed_pairs[0][0]
+    bumped = copy.deepcopy(base)
+    bumped["metrics"]["active_units"]["value"] += 1
+    row = next(m for m in check([("same seed", base, bumped)], CheckOptions()).comparisons[0].metrics if m.metric == "active_units")
+    assert row.verdict == "drift"
+    other_seed = copy.deepcopy(seed_pairs[0][1])
+    other_seed["metrics"]["active_units"]["value"] = base["metrics"]["active_units"]["value"] + 1
+    report = check([("seeds", base, other_seed)], CheckOptions(across_seeds=True))
+    row = next(m for m in report.comparisons[0].metrics if m.metric == "active_units")
+    assert row.verdict == "info" and "depends on the evaluation seed" in row.rule
+    gated = check([("seeds", base, other_seed)], CheckOptions(across_seeds=True, overrides={"active_units": Override("abs", 0.5)}))
+    assert next(m for m in gated.comparisons[0].metrics if m.metric == "active_units").verdict == "drift"
+    row = next(m for m in report.comparisons[0].metrics if m.metric == "nfe_mean")
+    assert row.rule == "exact"  # NFE of a fixed sampler does not depend on the seed: still exact

@@ -67,6 +67,9 @@ class MetricKey:
         tested: entry fields a check exists to detect (compared, never refused as a mismatch).
         resolution: the smallest step the value can take, from its entry (one sample of a k-NN
             fraction), or None for a continuous value.
+        seed_dependent: for ``gate="exact"``: the count depends on the evaluation seed (which
+            examples, which encoder noise), so two runs at different seeds may differ by a count
+            or two; ``genbench check --across-seeds`` reports it ungated unless a tolerance is given.
         bounds: the closed range the value lives in, (lo, hi) with ``math.inf`` for no upper end
             (fractions (0, 1), distances (0, inf)), or None for an unbounded value; intervals
             reported for it stay inside (``harness.core.stats.bounded_interval``).
@@ -82,6 +85,7 @@ class MetricKey:
     tested: frozenset[str] = frozenset()
     resolution: Callable[[Mapping[str, Any]], float] | None = None
     bounds: tuple[float, float] | None = None
+    seed_dependent: bool = False
 
     def protocol_fields(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         """The fields of ``entry`` that say how the value was measured (what makes two comparable)."""
