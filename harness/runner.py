@@ -207,6 +207,13 @@ def _spec_from_data(data: Dataset) -> DataSpec:
     return DataSpec(shape=data.x.shape[1:], kind="continuous", value_range=(-1.0, 1.0))
 
 
+def _feature_hint(dataset: str) -> str:
+    """How to run the sample metrics without Inception weights, where the project has a feature network."""
+    if dataset.startswith(("mnist", "fashion")):
+        return "; or use the project's feature network: --feature-extractor mnist-cnn"
+    return ""
+
+
 def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[str] | None = None,
                    on_samples: Callable[[torch.Tensor], None] | None = None) -> dict[str, Any]:
     """Evaluate one model on one data set; returns the record (the caller writes it).
@@ -239,9 +246,18 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
                 seed=cfg.seed, batch_size=cfg.batch_size, device=cfg.device, use_cache=cfg.use_cache,
                 sample_metrics=cfg.sample_metrics, replicates=cfg.replicates,
             )
-            sample_metrics, sample_skipped, features, _ = score_datasets(
-                sample_cfg, sample_set, data, reference_selection=selection, progress=progress
-            )
+            try:
+                sample_metrics, sample_skipped, features, _ = score_datasets(
+                    sample_cfg, sample_set, data, reference_selection=selection, progress=progress
+                )
+            except FileNotFoundError as err:
+                from metrics.features.weights_lookup import WeightsNotFoundError
+
+                if cfg.metrics is not None or not isinstance(err, WeightsNotFoundError):
+                    raise  # an explicit request for a metric that cannot run stays an error
+                reason = f"feature weights not found ({' '.join(str(err).split())}){_feature_hint(cfg.dataset)}"
+                log.warning("skipping %s: %s", ", ".join(m.name for m in sample_run), reason)
+                sample_metrics, sample_skipped = {}, {m.name: reason for m in sample_run}
             metrics.update(sample_metrics)
             skipped.update(sample_skipped)
     model_run = [m for m in run if not m.sample_only]

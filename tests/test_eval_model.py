@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 
@@ -194,3 +195,23 @@ def test_unknown_metric_names_are_refused(tmp_path, capsys):
     code, _ = _eval(tmp_path / "x", "--model", "affine-flow", "--model-arg", "dim=2", "--dataset", "gaussian-2-test",
                     "--metrics", "fid,precision")
     assert code == 2 and "unknown metric(s) ['precision']" in capsys.readouterr().err
+
+
+def test_without_inception_weights_the_unrequested_sample_metrics_are_skipped_and_the_rest_run(tmp_path, monkeypatch, capsys):
+    """Offline and without weights: the ELBO and active units of a VAE need no Inception network, so
+    `genbench eval` without --metrics runs them and says why FID and the others were skipped; asking
+    for FID explicitly stays an error."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.setenv("GENBENCH_OFFLINE", "1")
+    monkeypatch.delenv("GENBENCH_INCEPTION_WEIGHTS", raising=False)
+    args = ["eval", "--model", "vae", "--model-arg", "latent_dim=4", "--dataset", "mnist5k-test", "--num-samples", "20",
+            "--quiet", "--no-cache", "--replicates", "0"]
+    out = tmp_path / "r.json"
+    assert main([*args, "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert "elbo_bpd" in record["metrics"] and "active_units" in record["metrics"]
+    assert "fid" not in record["metrics"]
+    assert "weights not found" in record["skipped"]["fid"] and "--feature-extractor mnist-cnn" in record["skipped"]["fid"]
+    capsys.readouterr()
+    assert main([*args, "--metrics", "fid,elbo_bpd"]) == 2
+    assert "inception" in capsys.readouterr().err.lower()
