@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from harness.checkpoint import load_checkpoint, save_checkpoint
 from harness.datasets import load_dataset
 from harness.core.ema import EMA
+from harness.core.heartbeat import Heartbeat
 from harness.core.protocols import DataSpec
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,13 @@ def train(
     build: Callable[[], nn.Module] | None = None,
     model_config: dict[str, Any] | None = None,
     progress: bool = True,
+    heartbeat: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.dataset``; write checkpoints; return a summary.
 
     ``build`` overrides the registry (tests); ``model_config`` is passed to the registered factory.
+    ``progress`` shows a progress bar; ``heartbeat`` (without a bar) prints a progress line every
+    30 s or 10% of the steps (``harness.core.heartbeat``), for logs.
     """
     from harness.models import MODELS, build_registered
 
@@ -197,6 +201,7 @@ def train(
 
     batches = _Batches(len(data), batch_size, generator, resume.training_state.get("batches") if resume else None)
     bar = tqdm(total=steps, initial=step, desc=f"train {cfg.model}", unit="step", disable=not progress)
+    beat = Heartbeat(f"train {cfg.model}", steps, start=step, enabled=heartbeat and not progress)
     while step < steps:
         idx = next(batches).numpy()
         batch = data_to_model(data.x[idx], spec).to(cfg.device)
@@ -211,6 +216,7 @@ def train(
         bar.update(1)
         if step % 50 == 0 or step == steps:
             bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
+        beat.update(step, ", ".join(f"{k}={v:.4g}" for k, v in losses.items()))
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < steps:
             checkpoint(out.with_name(f"{out.stem}.step{step}{out.suffix}"))
     bar.close()

@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(model=args.model, dataset=args.dataset, out=args.out, steps=args.steps,
                       batch_size=args.batch_size, seed=args.seed, device=args.device,
                       checkpoint_every=args.checkpoint_every, resume=args.resume, num_train=args.num_train)
-    summary = train(cfg, model_config=dict(parse_model_args(args.model_arg)), progress=not args.quiet and sys.stderr.isatty())
+    tty = sys.stderr.isatty()
+    summary = train(cfg, model_config=dict(parse_model_args(args.model_arg)), progress=not args.quiet and tty,
+                    heartbeat=not args.quiet and not tty)
     losses = ", ".join(f"{k}={v:.4g}" for k, v in summary["last_losses"].items())
     print(f"trained {args.model} for {summary['steps']} steps in {summary['wall_time_s']:.1f} s ({losses})")
     print(f"checkpoint {summary['checkpoint']}  sha256 {summary['sha256']}")
