@@ -94,7 +94,9 @@ class FlowMatchingConfig:
         base: SmallUNet base channels.
         time_dim: sinusoidal time-embedding size (> 0).
         value_range: model-space range of image data (``DataSpec.value_range``).
-        lr: Adam learning rate (constant; Lipman et al. and Liu et al. use Adam).
+        lr: Adam learning rate (Lipman et al. and Liu et al. use Adam).
+        lr_schedule: ``"constant"``, or ``"linear"``: decays from ``lr`` to 0 at step ``steps`` (pass
+            the same ``steps`` to the harness), so that a short run settles instead of hovering.
         batch_size, steps: ``genbench train`` defaults.
         ema_decay: EMA of the weights kept by the harness (0: none).
         sampler: default sampler of ``sample`` (``euler``, ``midpoint``, ``heun``, ``dopri5``).
@@ -122,6 +124,7 @@ class FlowMatchingConfig:
     time_dim: int = 32
     value_range: tuple[float, float] = (-1.0, 1.0)
     lr: float = 1e-3
+    lr_schedule: str = "constant"
     batch_size: int = 256
     steps: int = 5000
     ema_decay: float = 0.0
@@ -163,6 +166,8 @@ class FlowMatchingConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite float > 0, got {value!r}")
+        if self.lr_schedule not in ("constant", "linear"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) (0: no EMA), got {self.ema_decay!r}")
         if len(self.value_range) != 2 or not self.value_range[1] > self.value_range[0]:
@@ -273,6 +278,9 @@ class FlowMatching(nn.Module):
         and with ``distill`` t = 0 (one-step distillation); ``batch`` then only sets the size.
         """
         (opt,) = optimizers
+        if self.config.lr_schedule == "linear":
+            for group in opt.param_groups:
+                group["lr"] = self.config.lr * max(0.0, 1.0 - step / self.config.steps)
         if self.config.couplings:
             x0, x1 = self._coupling_batch(batch.shape[0], generator, batch.device)
         else:

@@ -334,3 +334,17 @@ def test_initialisation_is_seeded_and_leaves_the_global_rng_alone():
     first = lambda m: next(iter(m.state_dict().values()))  # noqa: E731
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(first(a), first(c))
+
+
+def test_linear_learning_rate_schedule_decays_to_zero_at_the_configured_steps():
+    from baselines.flow_matching import FlowMatching
+
+    model = FlowMatching(hidden=8, depth=1, time_dim=4, lr=0.01, lr_schedule="linear", steps=100)
+    (opt,) = model.configure_optimizers()
+    batch = torch.randn(16, 2)
+    g = torch.Generator().manual_seed(0)
+    for step, expected in ((0, 0.01), (50, 0.005), (99, 0.0001)):
+        model.training_step(batch, step=step, optimizers=[opt], generator=g)
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        FlowMatching(lr_schedule="cosine")

@@ -33,8 +33,9 @@ Verdicts come from two-sided ``confidence`` intervals (default 95 %):
   data or chance row) must beat every chance row that has the claim's column, by the same interval
   test in the column's better direction; if one does not, the verdict is ``inconclusive (at
   chance)`` whatever the comparison says, and the evidence names the row and the chance row.
-* **Under-trained rows.** A row whose model had not converged (its metric moved by more than its
-  spread between the half-way and the final checkpoint, :func:`converged`) is no evidence for or against a claim: a
+* **Under-trained rows.** A row whose model had not converged (its metric moved by more than twice
+  the spread of a run between its last two checkpoints, at 3/4 of the steps and at the end:
+  :func:`converged`) is no evidence for or against a claim: a
   claim naming one is ``inconclusive (under-trained)``, before the chance rule.
 """
 
@@ -241,21 +242,25 @@ def beats_chance(claim: Claim, row: str, chance_row: str, e_row: Estimate, e_cha
     return verdict == SUPPORTED, f"chance rule: {text}: {'beats' if verdict == SUPPORTED else 'does not beat'} chance"
 
 
-def converged(final: Sequence[float], earlier: Sequence[float], final_se: Sequence[float | None] = (),
-              confidence: float = 0.95) -> tuple[bool, str]:
-    """Whether a row's metric agrees between the half-way and the final checkpoint within its spread.
+def converged(final: Sequence[float], earlier: Sequence[float], final_se: Sequence[float | None] = ()) -> tuple[bool, str]:
+    """Whether a row's metric agrees between its last two checkpoints (3/4 of the steps, the end).
 
-    The spread is the half-width of the final value's ``confidence`` interval (Student t over seeds;
-    one seed: the normal quantile times its standard error). Converged when the mean change from the
-    half-way checkpoint to the end is no larger than that: the second half of training moved the
-    metric by less than the uncertainty the table reports for it.
+    The yardstick is the spread of one run: the standard deviation of the final values across seeds
+    (ddof 1), or with one seed that run's own standard error. Converged when the mean change over
+    the last quarter of training is at most twice that: training on would change the row less than
+    running it again with another seed does.
     """
     if len(final) != len(earlier) or not final:
         raise ValueError("final and earlier need one value per seed")
-    change = math.fsum(final) / len(final) - math.fsum(earlier) / len(earlier)
-    spread = estimate(final, final_se).half_width(confidence)
-    ok = abs(change) <= spread
-    return ok, f"change from half-way to the end {_fmt(change)}, spread ±{_fmt(spread)}"
+    n = len(final)
+    change = math.fsum(final) / n - math.fsum(earlier) / n
+    if n >= 2:
+        mean = math.fsum(final) / n
+        spread = math.sqrt(math.fsum((v - mean) ** 2 for v in final) / (n - 1))
+    else:
+        spread = float(final_se[0] or 0.0) if final_se else 0.0
+    ok = abs(change) <= 2 * spread
+    return ok, f"change over the last quarter of training {_fmt(change)}, 2 x the spread of a run {_fmt(2 * spread)}"
 
 
 def evaluate_claim(claim: Claim, estimates: Mapping[str, Estimate], *, chance: Mapping[str, Estimate] | None = None,

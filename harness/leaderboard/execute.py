@@ -5,14 +5,15 @@ Layout of what is written::
     <results>/<suite>/<row>/seed<k>.json          the eval record + a "leaderboard" section (committed)
     <results>/<suite>/<row>/seed<k>.samples.npz   up to 64 generated samples, first seed only (committed)
     <work>/checkpoints/<train_key>.pt              trained models, keyed by content (not committed)
-    <work>/checkpoints/<train_key>.step<S/2>.pt    the same training at half its steps (convergence check)
+    <work>/checkpoints/<train_key>.step<3S/4>.pt   the same training at 3/4 of its steps (convergence check)
     <work>/couplings/<train_key>.npz               reflow couplings
 
-**Convergence check.** A model row is trained with a checkpoint at half its steps, and that
-checkpoint is evaluated with the row's own options; its metrics are kept in the record under
-``leaderboard.convergence`` (``step``, ``metrics``), so the tables can mark a row whose metric still
-moved in the second half of training as under-trained (``harness.leaderboard.render``). Data and
-chance rows are not checked (nothing is optimised).
+**Convergence check.** A model row is trained with a checkpoint at 3/4 of its steps (the last two
+checkpoints are that one and the final one), and that checkpoint is evaluated with the row's own
+options; its metrics are kept in the record under ``leaderboard.convergence`` (``step``,
+``metrics``), so the tables can mark a row whose metric moved by more than twice the spread of a run in the last
+quarter of training as under-trained (``harness.leaderboard.render``). Data and chance rows are
+not checked (nothing is optimised).
 
 The unit of work is one (row, seed); it is resumable: a record is kept when its ``eval_key`` (the
 content hash of training + evaluation options) matches and the model it evaluated is in this work
@@ -101,7 +102,7 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
             return model
 
     steps = row.train.get("steps")
-    half = (steps // 2) if (row.role == "model" and steps and steps >= 2) else 0
+    half = (steps * 3 // 4) if (row.role == "model" and steps and steps >= 4) else 0  # the last two checkpoints
     cfg = TrainConfig(model=row.model, dataset=row.train_dataset, out=str(ckpt), steps=steps,
                       batch_size=row.train.get("batch_size"), num_train=row.train.get("num_train"), seed=seed, device=device,
                       checkpoint_every=half)

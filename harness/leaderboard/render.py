@@ -91,7 +91,7 @@ def collect(suite: LeaderboardSuite, results_dir: Path) -> SuiteResults:
 def _convergence(suite: LeaderboardSuite, records: dict[str, list[dict[str, Any]]],
                  estimates: dict[str, dict[str, Estimate]]) -> dict[str, dict[str, str]]:
     """Row -> {column: why} for the claim columns on which a model row failed its convergence check
-    (``claims.converged`` on the half-way checkpoint's record), and {"*": why} for a ``trained_if``
+    (``claims.converged`` on the record of the checkpoint at 3/4 of the steps), and {"*": why} for a ``trained_if``
     threshold it did not reach."""
     claimed = {c.column for c in suite.claims}
     out: dict[str, dict[str, str]] = {}
@@ -216,7 +216,7 @@ def _protocol_rows(res: SuiteResults) -> tuple[list[str], list[list[str]]]:
         conv = [r.get("leaderboard", {}).get("convergence") for r in recs]
         if recs and all(conv):
             return f"converged: claim metrics agree between step {conv[0]['step']} and the end"
-        return "not checked (no half-way evaluation recorded)"
+        return "not checked (no evaluation of an earlier checkpoint recorded)"
 
     return ["row", "training and evaluation", "convergence check"], [
         [row.label, _protocol(row, res.records[row.id]) if row.id in res.records else "not run", check(row)] for row in s.rows]
