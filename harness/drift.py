@@ -116,7 +116,7 @@ _CONFIG_NOT_PROTOCOL = frozenset({
     # tested
     "samples", "checkpoint", "entry", "model", "model_args", "sampler", "steps",
     # context
-    "device", "batch_size", "use_cache", "inception_weights", "metrics", "bootstrap", "replicates",
+    "device", "batch_size", "use_cache", "inception_weights", "metrics", "bootstrap", "replicates", "allow_fewer_reference",
     # compared in resolved form (features / data sections)
     "feature_extractor", "resize", "reference", "dataset",
 })

@@ -65,6 +65,7 @@ class ModelEvalConfig:
     model_metrics: ModelMetricOptions = field(default_factory=ModelMetricOptions)
     use_cache: bool = True
     replicates: int = 10  # half-sample replicates for the sample metrics' standard errors; 0: none
+    allow_fewer_reference: bool = False  # score more samples than the reference set has rows
 
     def __post_init__(self) -> None:
         given = [n for n in ("checkpoint", "entry", "model") if getattr(self, n)]
@@ -227,6 +228,10 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
     run, skipped = plan_model_metrics(cfg.metrics, model)
     data = load_dataset(cfg.dataset, num_samples=cfg.num_samples, seed=cfg.seed + 1)
     check_values(data, "dataset")
+    if cfg.num_samples > len(data) and not cfg.allow_fewer_reference and any(m.sample_only for m in run):
+        raise ValueError(f"--num-samples {cfg.num_samples} exceeds the {len(data)} rows of {cfg.dataset!r}, so the sample "
+                         f"metrics would compare {cfg.num_samples} samples with {len(data)} reference rows; lower "
+                         "--num-samples, or pass --allow-fewer-reference to accept that")
     data, selection = select_rows(data, min(cfg.num_samples, len(data)), cfg.seed + 1, "dataset")
     metrics: dict[str, dict[str, Any]] = {}
     features: dict[str, Any] | None = None

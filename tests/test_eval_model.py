@@ -215,3 +215,19 @@ def test_without_inception_weights_the_unrequested_sample_metrics_are_skipped_an
     capsys.readouterr()
     assert main([*args, "--metrics", "fid,elbo_bpd"]) == 2
     assert "inception" in capsys.readouterr().err.lower()
+
+
+def test_eval_refuses_more_samples_than_reference_rows_unless_allowed(tmp_path, capsys):
+    """A 60-row reference: 100 samples against it would be scored against 60 without a word."""
+    import numpy as np
+
+    np.savez(tmp_path / "ref.npz", x=np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32))
+    args = ["eval", "--model", "affine-flow", "--model-arg", "dim=2", "--dataset", str(tmp_path / "ref.npz"),
+            "--num-samples", "100", "--metrics", "fid", "--quiet", "--replicates", "0"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--num-samples 100 exceeds the 60 rows" in err and "--allow-fewer-reference" in err
+    out = tmp_path / "r.json"
+    assert main([*args, "--allow-fewer-reference", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["data"]["dataset"]["selection"]["n_used"] == 60 and record["metrics"]["fid"]["n_samples"] == 100

@@ -25,6 +25,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated subset of {','.join(metric_names())} (default: all applicable)")
     p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples drawn and data rows used")
+    p.add_argument("--allow-fewer-reference", action="store_true",
+                   help="accept --num-samples above the data set's rows (the sample metrics then use all its rows)")
     p.add_argument("--sampler", default=None, metavar="NAME", help="passed to model.sample(sampler=...)")
     p.add_argument("--steps", type=int, default=None, metavar="K", help="passed to model.sample(steps=...)")
     p.add_argument("--sample-option", action="append", default=[], metavar="KEY=VALUE",
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, feature_extractor=args.feature_extractor, inception_weights=args.inception_weights,
         resize=args.resize, rounding=args.rounding, sample_metrics=collect(args, SampleMetricOptions),
         model_metrics=collect(args, ModelMetricOptions), use_cache=not args.no_cache, replicates=replicates(args),
+        allow_fewer_reference=args.allow_fewer_reference,
     )
     if args.json:
         check_output_path(args.json)
