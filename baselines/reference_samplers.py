@@ -112,8 +112,8 @@ class EmpiricalSampler(_Reference):
         return self._clamped(out.reshape(n, *self.data_spec.shape).float())
 
 
-class GaussianFit(_Reference):
-    """N(μ, Σ) fitted to the training rows by float64 sums (Σ the maximum-likelihood covariance).
+class _Summary(_Reference):
+    """A sampler that keeps a summary of the training rows, read in one epoch.
 
     Args:
         shape: per-example shape.
@@ -125,7 +125,18 @@ class GaussianFit(_Reference):
                  value_range: tuple[float, float] = (-1.0, 1.0)) -> None:
         super().__init__(shape, value_range, steps=steps, batch_size=batch_size)
         self.config = {"shape": list(shape), "steps": steps, "batch_size": batch_size, "value_range": list(value_range)}
-        d = self.data_spec.num_dims
+        self._buffers_for(self.data_spec.num_dims)
+
+    def _buffers_for(self, d: int) -> None:
+        """Register the summary's buffers for rows of ``d`` values."""
+        raise NotImplementedError
+
+
+class GaussianFit(_Summary):
+    """N(μ, Σ) fitted to the training rows by float64 sums (Σ the maximum-likelihood covariance);
+    arguments as :class:`_Summary`."""
+
+    def _buffers_for(self, d: int) -> None:
         self.register_buffer("sum", torch.zeros(d, dtype=torch.float64))
         self.register_buffer("outer", torch.zeros(d, d, dtype=torch.float64))
 
@@ -170,20 +181,11 @@ class GaussianFit(_Reference):
         return self._clamped(x.reshape(n, *self.data_spec.shape).float())
 
 
-class UniformBox(_Reference):
-    """Uniform over the training rows' bounding box [min_d, max_d] per dimension.
+class UniformBox(_Summary):
+    """Uniform over the training rows' bounding box [min_d, max_d] per dimension; arguments as
+    :class:`_Summary`."""
 
-    Args:
-        shape: per-example shape.
-        steps, batch_size: the one epoch that reads the training rows.
-        value_range: the model-space range of image data.
-    """
-
-    def __init__(self, shape: list[int] | tuple[int, ...] = (2,), steps: int = 20, batch_size: int = 500,
-                 value_range: tuple[float, float] = (-1.0, 1.0)) -> None:
-        super().__init__(shape, value_range, steps=steps, batch_size=batch_size)
-        self.config = {"shape": list(shape), "steps": steps, "batch_size": batch_size, "value_range": list(value_range)}
-        d = self.data_spec.num_dims
+    def _buffers_for(self, d: int) -> None:
         self.register_buffer("low", torch.full((d,), float("inf")))
         self.register_buffer("high", torch.full((d,), float("-inf")))
 
@@ -221,8 +223,9 @@ REGISTRY: tuple[ModelEntry, ...] = (
 )
 
 
-def chance_marginals(**config: Any) -> EmpiricalSampler:
-    """An :class:`EmpiricalSampler` in ``mode="marginals"``."""
-    if config.get("mode", "marginals") != "marginals":
+def chance_marginals(shape: list[int] | tuple[int, ...] = (2,), capacity: int = 10_000, mode: str = "marginals",
+                     value_range: tuple[float, float] = (-1.0, 1.0), batch_size: int = 500) -> EmpiricalSampler:
+    """An :class:`EmpiricalSampler` in ``mode="marginals"`` (the only mode it accepts)."""
+    if mode != "marginals":
         raise ValueError("chance-marginals always samples the marginals; drop mode")
-    return EmpiricalSampler(**{**config, "mode": "marginals"})
+    return EmpiricalSampler(shape=shape, capacity=capacity, mode="marginals", value_range=value_range, batch_size=batch_size)
