@@ -3,7 +3,7 @@
 Layout of what is written::
 
     <results>/<suite>/<row>/seed<k>.json          the eval record + a "leaderboard" section (committed)
-    <results>/<suite>/<row>/seed<k>.samples.npz   up to 64 generated samples, first seed only (committed)
+    <results>/<suite>/<row>/seed<k>.samples.npz   2,000 generated rows or 64 images, first seed only (committed)
     <work>/checkpoints/<train_key>.pt              trained models, keyed by content (not committed)
     <work>/checkpoints/<train_key>.step<3S/4>.pt   the same training at 3/4 of its steps (convergence check)
     <work>/couplings/<train_key>.npz               reflow couplings
@@ -102,15 +102,15 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
             return model
 
     steps = row.train.get("steps")
-    half = (steps * 3 // 4) if (row.role == "model" and steps and steps >= 4) else 0  # the last two checkpoints
+    earlier = (steps * 3 // 4) if (row.role == "model" and steps and steps >= 4) else 0  # the last two checkpoints
     cfg = TrainConfig(model=row.model, dataset=row.train_dataset, out=str(ckpt), steps=steps,
                       batch_size=row.train.get("batch_size"), num_train=row.train.get("num_train"), seed=seed, device=device,
-                      checkpoint_every=half)
+                      checkpoint_every=earlier)
     result = train(cfg, build=build, model_config=config, progress=progress)
     summary = {"train_key": key, "steps": result["steps"], "wall_time_s": round(result["wall_time_s"], 2),
                "last_losses": result["last_losses"], "checkpoint_sha256": result["sha256"], "init": row.init,
                "reflow": row.reflow, "options": row.train, "dataset": row.train_dataset, "model_args": row.model_args,
-               "device": device, "torch_threads": result["torch_threads"], "half_step": half or None}
+               "device": device, "torch_threads": result["torch_threads"], "convergence_step": earlier or None}
     write_json(summary_path, summary)
     return summary
 
@@ -121,8 +121,9 @@ def _load_trained(path: Path, device: str) -> Any:
     return load_model(ModelEvalConfig(dataset="-", checkpoint=str(path), device=device)).model
 
 
-def _half_checkpoint(work: Path, key: str, half: int | None) -> Path | None:
-    path = _checkpoint(work, key).with_name(f"{key}.step{half}.pt") if half else None
+def _earlier_checkpoint(work: Path, key: str, step: int | None) -> Path | None:
+    """The checkpoint of the convergence check (3/4 of the steps), when training wrote one."""
+    path = _checkpoint(work, key).with_name(f"{key}.step{step}.pt") if step else None
     return path if path is not None and path.is_file() else None
 
 
@@ -176,12 +177,12 @@ def run_suite(
                                 on_samples=kept.append if seed == row.seeds[0] else None)
         record["leaderboard"] = {"suite": suite.name, "row": row.id, "label": row.label, "seed": seed,
                                  "train_key": keys[row.id], "eval_key": ekey, "train": summary}
-        half = _half_checkpoint(work, keys[row.id], summary.get("half_step"))
-        if half is not None:
+        earlier_ckpt = _earlier_checkpoint(work, keys[row.id], summary.get("convergence_step"))
+        if earlier_ckpt is not None:
             earlier = evaluate_model(ModelEvalConfig.from_dict({**row.eval, "dataset": row.eval_dataset, "seed": seed,
-                                                                "device": device, "checkpoint": str(half)}),
+                                                                "device": device, "checkpoint": str(earlier_ckpt)}),
                                      progress=progress, argv=["genbench", "leaderboard", "--suite", suite.name])
-            record["leaderboard"]["convergence"] = {"step": summary["half_step"], "metrics": earlier["metrics"]}
+            record["leaderboard"]["convergence"] = {"step": summary["convergence_step"], "metrics": earlier["metrics"]}
         if kept:
             _save_samples(path.with_name(f"seed{seed}.samples.npz"), kept[0].numpy())
         write_json(path, record)
