@@ -358,18 +358,23 @@ def _figures(res: SuiteResults, results_dir: Path, img_dir: Path) -> tuple[tuple
     out: list[tuple[str, str]] = []
     cols = set(s.columns)
     plots = [(x, y, f"{COLUMNS[y].label} vs {COLUMNS[x].label}") for x, y in
-             (("nfe_mean", "fid"), ("nfe_mean", "sw2"), ("recall", "precision"), ("bpd_nfe", "bpd"), ("straightness", "fid"),
-              ("straightness", "sw2"))
+             (("nfe_mean", "fid"), ("nfe_mean", "mmd2"), ("nfe_mean", "sw2"), ("recall", "precision"), ("bpd_nfe", "bpd"),
+              ("straightness", "fid"), ("straightness", "mmd2"))
              if x in cols and y in cols and sum(x in e and y in e for e in res.estimates.values()) >= 2]
     for x, y, title in plots:
         fig, ax = plt.subplots(figsize=(5, 3.6))
         groups: dict[str | None, list[tuple[float, float]]] = {}
+        sizes: dict[str | None, int] = {}
+        for row in s.rows:
+            if x in res.estimates.get(row.id, {}) and y in res.estimates.get(row.id, {}):
+                sizes[row.group] = sizes.get(row.group, 0) + 1
         for row in s.rows:
             est = res.estimates.get(row.id, {})
             if x in est and y in est:
                 ex, ey = est[x], est[y]
                 ax.errorbar(ex.mean, ey.mean, xerr=_errbar(ex, x), yerr=_errbar(ey, y), fmt="o", ms=4, capsize=2)
-                ax.annotate(row.label, (ex.mean, ey.mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                if row.group is None or sizes[row.group] == 1:  # a group's curve is named in the legend
+                    ax.annotate(row.id, (ex.mean, ey.mean), fontsize=6, xytext=(3, 3), textcoords="offset points")
                 groups.setdefault(row.group, []).append((ex.mean, ey.mean))
         for group, pts in groups.items():
             if group is not None and len(pts) > 1:
