@@ -63,6 +63,12 @@ BPD_KEYS = ("bpd", "elbo_bpd", "iwae_bpd")
 BPD_KINDS = {"continuous": "continuous", "dequantized": "8-bit dequantized", "binarized": "binarized"}
 
 
+def _kind_column(key: str) -> tuple[str, str] | None:
+    """(bits/dim key, kind) of a ``<bits/dim key>_<kind>`` column such as ``bpd_binarized``, else None."""
+    stem, _, kind = key.rpartition("_")
+    return (stem, kind) if stem in BPD_KEYS and kind in BPD_KINDS else None
+
+
 def bpd_kind(entry: dict[str, Any]) -> str | None:
     """The kind of a bits/dim entry from its ``dequantization`` field (None: not recorded)."""
     how = str(entry.get("dequantization") or "")
@@ -106,11 +112,11 @@ def column_blocks(record: dict[str, Any], key: str) -> tuple[list[float], int, s
     """(block means over the evaluation examples, how many examples, which examples) of a
     likelihood-type column, or None."""
     base = _NLL_OF.get(key, key)
-    stem, _, kind = base.rpartition("_")
-    if stem in BPD_KEYS and kind in BPD_KINDS:
+    split = _kind_column(base)
+    if split is not None:
         if column_value(record, key) is None:
             return None
-        base = stem
+        base = split[0]
     entry = record.get("metrics", {}).get(base)
     if not isinstance(entry, dict) or not entry.get("block_means") or not isinstance(entry.get("n"), int):
         return None
@@ -146,8 +152,9 @@ def column_value(record: dict[str, Any], key: str) -> tuple[float, float | None]
     if key == "bpd_nfe":
         entry = record.get("metrics", {}).get("bpd", {})
         return None if entry.get("nfe_mean") is None else (float(entry["nfe_mean"]), None)
-    base_key, _, kind = key.rpartition("_")
-    if base_key in BPD_KEYS and kind in BPD_KINDS:
+    split = _kind_column(key)
+    if split is not None:
+        base_key, kind = split
         entry = record.get("metrics", {}).get(base_key)
         return _metric(record, base_key) if isinstance(entry, dict) and bpd_kind(entry) == kind else None
     if key in _NLL_OF:
