@@ -9,7 +9,8 @@ A genbench checkpoint is a ``torch.save`` file of one dict::
 It holds only tensors and JSON values, so :func:`load_checkpoint` reads it with
 ``torch.load(weights_only=True)``: a file that would need arbitrary classes is refused, never
 executed. Saving is atomic (``harness.core.atomic.atomic_open``); the sha256 of the file bytes is
-returned on save and recorded on load. Models saved elsewhere are evaluated with
+returned on save and recorded on load, beside :func:`weights_sha256`, the hash of the weights alone
+(the file's hash changes with its metadata, e.g. the wall time of an otherwise identical training). Models saved elsewhere are evaluated with
 ``--entry module:factory`` instead.
 
 Memory is bounded too. ``weights_only`` stops code, not size: its allow-list includes callables that
@@ -54,6 +55,7 @@ import torch
 from torch import Tensor
 
 from harness.core.atomic import atomic_open
+from harness.core.hashing import state_dict_sha256
 
 __all__ = ["FORMAT", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -74,7 +76,8 @@ _AMPLIFIERS = {
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A loaded checkpoint. ``state_dict`` tensors are on the CPU; ``sha256`` is of the file bytes."""
+    """A loaded checkpoint. ``state_dict`` tensors are on the CPU; ``sha256`` is of the file bytes,
+    ``weights_sha256`` of the state dict alone (:func:`weights_sha256`)."""
 
     model_name: str
     config: dict[str, Any]
@@ -83,6 +86,7 @@ class Checkpoint:
     sha256: str
     path: str
     training_state: dict[str, Any] | None = None
+    weights_sha256: str = ""
 
 
 def _json_copy(value: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -99,6 +103,11 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_sha256(state_dict: Mapping[str, Tensor]) -> str:
+    """sha256 of the weights alone (``harness.core.hashing.state_dict_sha256``), not of the file."""
+    return state_dict_sha256(state_dict)
 
 
 def save_checkpoint(path: str | os.PathLike[str], *, model_name: str, config: Mapping[str, Any],
@@ -277,4 +286,4 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                          "harness.checkpoint.save_checkpoint")
     return Checkpoint(model_name=str(data["model"]), config=dict(data["config"]), state_dict=dict(state),
                       meta=dict(data["meta"]), sha256=_sha256(source), path=str(source),
-                      training_state=data.get("training_state"))
+                      training_state=data.get("training_state"), weights_sha256=weights_sha256(state))

@@ -26,11 +26,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from harness.checkpoint import load_checkpoint, save_checkpoint
-from harness.datasets import load_dataset
+from harness.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
 from harness.core.ema import EMA
 from harness.core.heartbeat import Heartbeat
 from harness.core.protocols import DataSpec
+from harness.datasets import load_dataset
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +186,8 @@ def train(
     out = Path(cfg.out)
     history: list[dict[str, float]] = []
 
+    weight_hashes: dict[str, str] = {}
+
     def checkpoint(path: Path) -> str:
         weights = (ema.shadow if ema is not None else model).state_dict()
         meta = {"family": family, "dataset": cfg.dataset, "dataset_content_hash": data.content_hash,
@@ -196,6 +198,7 @@ def train(
                           "generator": generator.get_state(), "step": step}
         if batches.state() is not None:
             training_state["batches"] = batches.state()
+        weight_hashes[path.name] = weights_sha256(weights)
         return save_checkpoint(path, model_name=cfg.model, config=_config_dict(model), state_dict=weights,
                                meta=meta, training_state=training_state)
 
@@ -221,5 +224,6 @@ def train(
             checkpoint(out.with_name(f"{out.stem}.step{step}{out.suffix}"))
     bar.close()
     sha = checkpoint(out)
-    return {"checkpoint": str(out), "sha256": sha, "steps": step, "last_losses": history[-1] if history else {},
+    return {"checkpoint": str(out), "sha256": sha, "weights_sha256": weight_hashes[out.name], "steps": step,
+            "last_losses": history[-1] if history else {},
             "wall_time_s": time.perf_counter() - start_time, "torch_threads": torch.get_num_threads()}

@@ -12,6 +12,7 @@ import pytest
 
 from harness.cli import main
 from harness.leaderboard.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Estimate, estimate, evaluate_claim
+from harness.leaderboard.execute import reproduces
 from harness.leaderboard.render import build_suite, collect, format_estimate, write_index
 from harness.leaderboard.suite import leaderboard_suite_names, load_leaderboard_suite
 
@@ -180,6 +181,53 @@ def test_tiny_suite_end_to_end_resumes_and_rebuilds_identically(tmp_path, capsys
     assert capsys.readouterr().err.count("tiny/") == 1
     assert len([p for p in (tmp_path / "work" / "checkpoints").glob("*.pt") if ".step" not in p.name]) == 2
     assert (tmp_path / "lb" / "img" / "tiny" / "fm-samples.png").is_file()
+
+
+def test_a_rerun_that_reproduces_a_record_keeps_the_stored_file(tmp_path, capsys):
+    """A fresh clone has the records and no checkpoints: rerunning retrains and re-evaluates, and a
+    record whose metrics and protocol it reproduces stays byte for byte (a clean checkout); only
+    --rewrite-records writes it anew."""
+    suite_path = _write(tmp_path, GOOD)
+    args = ["leaderboard", "--suite", str(suite_path), "--results", str(tmp_path / "results"),
+            "--out", str(tmp_path / "lb"), "--work-dir", str(tmp_path / "work"), "--rows", "fm"]
+    assert main(args) == 0
+    record = tmp_path / "results" / "tiny" / "fm" / "seed0.json"
+    samples = record.with_name("seed0.samples.npz")
+    before = {p: p.read_bytes() for p in (record, samples)}
+    shutil.rmtree(tmp_path / "work")
+    assert main(args) == 0
+    assert capsys.readouterr().err.count("reproduces the stored record, kept") == 2
+    assert {p: p.read_bytes() for p in (record, samples)} == before
+    shutil.rmtree(tmp_path / "work")
+    assert main([*args, "--rewrite-records"]) == 0
+    assert record.read_bytes() != before[record] and "kept" not in capsys.readouterr().err
+    new = json.loads(record.read_text())
+    assert reproduces(json.loads(before[record]), new)
+    assert len(new["leaderboard"]["train"]["weights_sha256"]) == 64 == len(new["model"]["weights_sha256"])
+
+
+def test_what_reproduces_a_record():
+    base = {"run": {"id": "a", "wall_time_s": 1.0, "versions": {"torch": "2.14.1"}},
+            "config": {"checkpoint": "/a/x.pt", "num_samples": 100},
+            "metrics": {"fid": {"value": 1.5, "n": 100}, "samples_per_s": {"value": 10.0}},
+            "leaderboard": {"train": {"checkpoint_sha256": "aa", "wall_time_s": 3.0}}}
+    run_only = {"run": {"id": "b", "wall_time_s": 2.0, "versions": {"torch": "2.14.1"}},
+                "config": {"checkpoint": "/b/x.pt", "num_samples": 100},
+                "metrics": {"fid": {"value": 1.5 * (1 + 1e-12), "n": 100}, "samples_per_s": {"value": 99.0}},
+                "leaderboard": {"train": {"checkpoint_sha256": "bb", "wall_time_s": 9.0}}}
+    assert reproduces(base, run_only)
+    moved = json.loads(json.dumps(run_only))
+    moved["metrics"]["fid"]["value"] = 1.5 * (1 + 1e-7)
+    assert not reproduces(base, moved)
+    protocol = json.loads(json.dumps(run_only))
+    protocol["config"]["num_samples"] = 200
+    assert not reproduces(base, protocol)
+    newer = json.loads(json.dumps(run_only))
+    newer["run"]["versions"]["torch"] = "2.15.0"
+    assert not reproduces(base, newer)
+    extra = json.loads(json.dumps(run_only))
+    extra["metrics"]["kid_mean"] = {"value": 0.1}
+    assert not reproduces(base, extra)
 
 
 def test_committed_tables_rebuild_byte_for_byte_from_committed_results(tmp_path):

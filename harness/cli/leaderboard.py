@@ -25,6 +25,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--out", default="leaderboards", metavar="DIR", help="output folder (default: %(default)s)")
     p.add_argument("--work-dir", default=".genbench", metavar="DIR",
                    help="trained checkpoints and couplings, keyed by content (default: %(default)s)")
+    p.add_argument("--rewrite-records", action="store_true",
+                   help="write every record anew; by default a stored record that the rerun reproduces (same metrics "
+                   "within 1e-9 relative and protocol) is kept byte for byte, so committed results change only when a result does")
     p.add_argument("--device", default="cpu")
     p.add_argument("--list", action="store_true", help="list the built-in suites and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-run lines")
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         log = (lambda _m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
         for suite in suites:
             run_suite(suite, results_dir=Path(args.results), work_dir=Path(args.work_dir), device=args.device,
-                      only_rows=rows, progress=progress, log=log)
+                      only_rows=rows, progress=progress, rewrite=args.rewrite_records, log=log)
     # The page shows every built-in suite, plus any suite given by path.
     names = {s.name for s in suites}
     everything = [load_leaderboard_suite(n) for n in leaderboard_suite_names() if n not in names] + suites

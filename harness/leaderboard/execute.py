@@ -22,6 +22,13 @@ where it stopped and a changed row reruns only what changed, while on a fresh cl
 committed, no checkpoints) the suite is reproduced from scratch and its records rewritten.
 ``--from-results`` is the way to rebuild tables from the committed records. Records are written
 atomically.
+
+**Committed records change only when a result does.** A rerun whose record reproduces the stored
+one (:func:`reproduces`: the same eval key, every metric value within :data:`REPRODUCED_RTOL`
+relative, the same protocol) keeps the stored file, and its sample file, byte for byte; what only
+describes the run (wall times, throughput, dates, run id, host, checkpoint paths and file hashes)
+is not compared. So the README's main job leaves a clean checkout. ``rewrite=True``
+(``--rewrite-records``) writes every record anew.
 """
 
 from __future__ import annotations
@@ -46,6 +53,59 @@ SCATTER_SAMPLES = 2000  # rows kept for the sample figures of tabular (2-D) data
 
 def record_path(results_dir: Path, suite: str, row: str, seed: int) -> Path:
     return Path(results_dir) / suite / row / f"seed{seed}.json"
+
+
+REPRODUCED_RTOL = 1e-9
+"""Relative tolerance (plus 1e-12 absolute) within which a rerun's numbers reproduce a stored record's:
+float reductions differ at ~1e-13 between thread counts, far below any metric's uncertainty."""
+
+_RUN_DESCRIPTION = frozenset({"wall_time_s", "created_utc", "checkpoint_sha256", "weights_sha256", "samples_per_s"})
+"""Fields, at any depth, that describe the run rather than its result (``weights_sha256`` differs when
+float reductions do; the metrics decide)."""
+_RUN_PATHS = (("run", "id"), ("run", "git_sha"), ("run", "host"), ("config", "checkpoint"), ("model", "checkpoint"))
+
+
+def _timing_keys() -> frozenset[str]:
+    from metrics import all_metrics
+
+    return frozenset(k.key for m in all_metrics() for k in m.keys if k.gate == "none" and k.gate_reason == "timing")
+
+
+def _result_part(record: Any, timing: frozenset[str], path: tuple[str, ...] = ()) -> Any:
+    """``record`` without what only describes the run (:data:`_RUN_DESCRIPTION`, :data:`_RUN_PATHS`, timing metrics)."""
+    if isinstance(record, dict):
+        metrics = path[-1:] == ("metrics",)
+        return {k: _result_part(v, timing, (*path, k)) for k, v in record.items()
+                if k not in _RUN_DESCRIPTION and (*path, k) not in _RUN_PATHS and not (metrics and k in timing)}
+    if isinstance(record, list):
+        return [_result_part(v, timing, path) for v in record]
+    return record
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and not isinstance(a, bool):
+        return a == b or abs(a - b) <= 1e-12 + REPRODUCED_RTOL * max(abs(a), abs(b))
+    return type(a) is type(b) and a == b
+
+
+def reproduces(stored: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether ``new`` reproduces ``stored``: equal apart from what describes the run, numbers within
+    :data:`REPRODUCED_RTOL`."""
+    timing = _timing_keys()
+    as_written = json.loads(json.dumps(new, allow_nan=False))  # tuples -> lists, as the stored file has them
+    return _same(_result_part(stored, timing), _result_part(as_written, timing))
+
+
+def _stored(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _checkpoint(work: Path, key: str) -> Path:
@@ -108,7 +168,8 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
                       checkpoint_every=earlier)
     result = train(cfg, build=build, model_config=config, progress=progress)
     summary = {"train_key": key, "steps": result["steps"], "wall_time_s": round(result["wall_time_s"], 2),
-               "last_losses": result["last_losses"], "checkpoint_sha256": result["sha256"], "init": row.init,
+               "last_losses": result["last_losses"], "checkpoint_sha256": result["sha256"],
+               "weights_sha256": result["weights_sha256"], "init": row.init,
                "reflow": row.reflow, "options": row.train, "dataset": row.train_dataset, "model_args": row.model_args,
                "device": device, "torch_threads": result["torch_threads"], "convergence_step": earlier or None}
     write_json(summary_path, summary)
@@ -143,9 +204,13 @@ def run_suite(
     device: str = "cpu",
     only_rows: tuple[str, ...] = (),
     progress: bool = True,
+    rewrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> list[Path]:
-    """Train and evaluate every (row, seed) of ``suite`` not already done; returns the record paths."""
+    """Train and evaluate every (row, seed) of ``suite`` not already done; returns the record paths.
+
+    A stored record that the rerun reproduces is kept as it is, unless ``rewrite``.
+    """
     from harness.runner import ModelEvalConfig, evaluate_model
 
     unknown = [r for r in only_rows if r not in {row.id for row in suite.rows}]
@@ -183,10 +248,14 @@ def run_suite(
                                                                 "device": device, "checkpoint": str(earlier_ckpt)}),
                                      progress=progress, argv=["genbench", "leaderboard", "--suite", suite.name])
             record["leaderboard"]["convergence"] = {"step": summary["convergence_step"], "metrics": earlier["metrics"]}
-        if kept:
-            _save_samples(path.with_name(f"seed{seed}.samples.npz"), kept[0].numpy())
-        write_json(path, record)
+        samples_path = path.with_name(f"seed{seed}.samples.npz")
+        stored = None if rewrite else _stored(path)
+        keep = stored is not None and reproduces(stored, record) and (not kept or samples_path.is_file())
+        if not keep:
+            if kept:
+                _save_samples(samples_path, kept[0].numpy())
+            write_json(path, record)
         written.append(path)
         log(f"[{i}/{len(units)}] {suite.name}/{row.id} seed {seed}: {time.perf_counter() - t0:.1f} s "
-            f"(suite {time.perf_counter() - start:.0f} s)")
+            f"(suite {time.perf_counter() - start:.0f} s){'; reproduces the stored record, kept' if keep else ''}")
     return written
