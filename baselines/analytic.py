@@ -44,6 +44,8 @@ class AffineFlow(nn.Module):
     log p(x) = log N((x − b) / a; 0, I) − Σ_d log a_d (change of variables, as in Dinh et al. 2015, NICE).
     """
 
+    nfe_per_sample = 0  # sampling evaluates no network (harness.core.nfe.DECLARED_ATTRIBUTE)
+
     def __init__(self, dim: int, *, seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
@@ -201,6 +203,8 @@ class LinearGaussianVAE(nn.Module):
 
 class UniformCategorical(nn.Module):
     """Uniform pmf over K levels per dim: log P(x) = −D log K (−inf outside {0..K−1}^D)."""
+
+    nfe_per_sample = 0  # sampling evaluates no network (harness.core.nfe.DECLARED_ATTRIBUTE)
 
     def __init__(self, shape: tuple[int, ...], num_categories: int = 256) -> None:
         super().__init__()

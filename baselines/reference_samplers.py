@@ -36,7 +36,9 @@ __all__ = ["REGISTRY", "EmpiricalSampler", "GaussianFit", "UniformBox"]
 
 
 class _Reference(nn.Module):
-    """Shared plumbing: a data spec from ``shape``, no optimisers, a count of rows seen."""
+    """Shared plumbing: a data spec from ``shape``, no optimisers, a count of rows seen, no network."""
+
+    nfe_per_sample = 0  # sampling evaluates no network (harness.core.nfe.DECLARED_ATTRIBUTE)
 
     def __init__(self, shape: list[int] | tuple[int, ...], value_range: tuple[float, float], steps: int,
                  batch_size: int) -> None:

@@ -1,8 +1,9 @@
 """Which metrics run, and running them: read from the ``METRICS`` registry, never from a list of names.
 
 * :func:`plan_model_metrics` decides, for ``genbench eval``, which registered metrics a model's
-  capabilities allow; a requested metric whose capability is missing is an error, an unrequested
-  one is listed under ``skipped`` with the reason.
+  capabilities allow; a requested metric whose capability is missing, or that could return only
+  some of its keys (``Metric.partial_support``), is an error before any work; an unrequested one
+  is listed under ``skipped`` with the reason.
 * :func:`compute_metrics` runs metrics on the inputs the runner prepared (features extracted once
   per extractor, handed to every metric), skips those whose data needs are unmet (no logits, no
   mixture components) with the reason, adds the metrics that run whenever their needs are met
@@ -90,6 +91,12 @@ def plan_model_metrics(requested: tuple[str, ...] | None, model: Any) -> tuple[l
         if not wanted:
             continue
         if not missing:
+            partial = metric.partial_support(model) if metric.partial_support is not None else None
+            if partial is not None and requested is not None and metric.name in requested:
+                raise TypeError(f"metric {metric.name!r} cannot run in full on {type(model).__name__}: {partial}; "
+                                f"or drop {metric.name!r} from --metrics")
+            if partial is not None:
+                skipped[metric.name] = partial
             run.append(metric)
         elif requested is not None and metric.name in requested:
             raise TypeError(
@@ -135,10 +142,7 @@ def compute_metrics(selected: list[Metric], inputs: MetricInputs, options: Any, 
                 skipped[metric.name] = reason
             continue
         log.info("computing %s", metric.name)
-        produced = metric.compute(inputs, options)
-        if metric.partial_reason and set(metric.key_names) - set(produced):
-            skipped[metric.name] = metric.partial_reason
-        out.update(produced)
+        out.update(metric.compute(inputs, options))
         ran.append(metric)
     entries = {key: entry.to_json() for key, entry in out.items()}
     if replicates:

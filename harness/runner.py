@@ -122,7 +122,8 @@ def load_model(cfg: ModelEvalConfig) -> LoadedModel:
             except RuntimeError as err:
                 raise ValueError(f"checkpoint {cfg.checkpoint} does not fit model {ckpt.model_name!r}: {err}") from None
         description = {"name": ckpt.model_name, "source": "checkpoint", "checkpoint": str(cfg.checkpoint),
-                       "checkpoint_sha256": ckpt.sha256, "config": ckpt.config, "meta": ckpt.meta}
+                       "checkpoint_sha256": ckpt.sha256, "weights_sha256": ckpt.weights_sha256, "config": ckpt.config,
+                       "meta": ckpt.meta}
     elif cfg.entry:
         model = models.load_entry_point(cfg.entry, **dict(cfg.model_args))
         description = {"name": cfg.entry, "source": "entry", "config": dict(cfg.model_args)}
@@ -133,6 +134,8 @@ def load_model(cfg: ModelEvalConfig) -> LoadedModel:
         model = model.to(cfg.device).eval()
         description["parameters"] = sum(p.numel() for p in model.parameters())
     description["class"] = f"{type(model).__module__}.{type(model).__qualname__}"
+    if callable(describe := getattr(model, "describe", None)):  # adapters: configs, weights hash, schedule mapping
+        description["describe"] = describe()
     description["capabilities"] = capabilities(model)
     return LoadedModel(model=model, description=description)
 
@@ -163,7 +166,7 @@ def _checked_samples(x: Any, n: int, spec: DataSpec, model: Any) -> torch.Tensor
 
 def draw_samples(model: Any, cfg: ModelEvalConfig, *, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
     """Draw ``num_samples`` in batches with per-example seeds; count NFE at the network."""
-    from harness.core.nfe import NFECount, counting
+    from harness.core.nfe import DECLARED_ATTRIBUTE, NFECount, counting
 
     spec: DataSpec = model.data_spec
     kwargs = _sample_kwargs(model, cfg)
@@ -184,11 +187,13 @@ def draw_samples(model: Any, cfg: ModelEvalConfig, *, progress: bool) -> tuple[t
         out.append(samples_to_data(_checked_samples(x, len(rng), spec, model), spec, rounding=cfg.rounding))
     wall = time.perf_counter() - start
     samples = torch.cat(out)
+    settings = getattr(model, "sampling_settings", None)  # the sampler / steps the model resolved its defaults to
     info: dict[str, Any] = {
         "num_samples": cfg.num_samples,
         "batch_size": cfg.batch_size,
         "sampler": cfg.sampler,
         "steps": cfg.steps,
+        **(settings(**kwargs) if callable(settings) else {}),
         "wall_time_s": round(wall, 4),
         "samples_per_s": cfg.num_samples / wall if wall > 0 else math.inf,
         "rounding": cfg.rounding if len(spec.shape) == 3 else None,
@@ -196,6 +201,9 @@ def draw_samples(model: Any, cfg: ModelEvalConfig, *, progress: bool) -> tuple[t
     if isinstance(net, torch.nn.Module):
         info["nfe"] = count.as_record(meaning="one forward call of model.net on a batch")
         info["nfe_per_sample"] = count.examples / cfg.num_samples
+    elif isinstance(declared := getattr(model, DECLARED_ATTRIBUTE, None), (int, float)):
+        info["nfe"] = {"declared": declared, "meaning": f"declared by the model ({DECLARED_ATTRIBUTE}); nothing was counted"}
+        info["nfe_per_sample"] = float(declared)
     return samples, info
 
 

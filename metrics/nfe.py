@@ -1,5 +1,8 @@
 """Network evaluations per sample and sampling throughput, read from the sampling pass.
 
+NFE is known when the model's network is its ``net`` module (counted) or the model declares
+``nfe_per_sample`` (``harness.core.nfe.nfe_support``); otherwise only the throughput is recorded.
+
 NFE is counted at the network (``harness.core.nfe``), never by the sampler, so adaptive solvers,
 guidance and Hutchinson passes count alike (the EDM convention, Karras et al. 2022, sec. 3).
 """
@@ -7,7 +10,6 @@ guidance and Hutchinson passes count alike (the EDM convention, Karras et al. 20
 from __future__ import annotations
 
 import math
-
 from typing import Any
 
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
@@ -24,6 +26,12 @@ def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
     return out
 
 
+def _nfe_support(model: Any) -> str | None:
+    from harness.core.nfe import nfe_support
+
+    return nfe_support(model)
+
+
 METRIC = Metric(
     name="nfe",
     keys=(MetricKey("nfe_mean", "sampling NFE", higher_is_better=False, gate="exact", bounds=(0.0, math.inf),
@@ -37,5 +45,5 @@ METRIC = Metric(
     reference="Karras et al. 2022 (EDM) NFE conventions",
     compute=_compute,
     uncertainty="exact",
-    partial_reason="model has no `net` module to count evaluations of",
+    partial_support=_nfe_support,
 )

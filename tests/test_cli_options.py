@@ -65,9 +65,49 @@ def test_kid_and_knn_options_reach_the_record_from_eval(tmp_path):
     record = read_record(out)
     assert record["metrics"]["kid_mean"]["subsets"] == 3 and record["metrics"]["precision"]["nearest_k"] == 4
     assert record["config"]["sample_metrics"]["kid_subsets"] == 3
-    # affine-flow samples without a `net` module: throughput is recorded, NFE skipped with the reason
+    # affine-flow samples without a network and declares it: NFE 0, said to be declared, and the throughput
+    assert record["metrics"]["nfe_mean"]["value"] == 0 and record["metrics"]["nfe_mean"]["declared"] == 0
+    assert record["metrics"]["samples_per_s"]["value"] > 0 and "nfe" not in record["skipped"]
+
+
+class _NoNet:
+    """A sampler whose network the harness cannot see (no `net` module) and that declares no NFE."""
+
+    def __init__(self):
+        from harness.core.protocols import DataSpec
+
+        self.data_spec = DataSpec((2,), "continuous")
+
+    def sample(self, n, rng):
+        return rng.normal((2,))
+
+
+def no_net_model():
+    return _NoNet()
+
+
+def test_a_requested_metric_that_can_run_only_in_part_is_an_error_before_sampling(tmp_path, capsys, monkeypatch):
+    import harness.runner as runner
+    from harness.store.records import read_record
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before refusing the request")
+
+    entry = f"{__name__}:no_net_model"
+    with monkeypatch.context() as m:
+        m.setattr(runner, "draw_samples", no_sampling)
+        assert main(["eval", "--entry", entry, "--dataset", "gaussian-2-test", "--metrics", "nfe",
+                     "--num-samples", "20", "--json", str(tmp_path / "x.json"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "metric 'nfe' cannot run in full on _NoNet" in err and "model.net" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.json").exists()
+    # unrequested (the default set), it runs in part: the throughput, and the reason NFE is missing
+    out = tmp_path / "d.json"
+    assert main(["eval", "--entry", entry, "--dataset", "gaussian-2-test", "--num-samples", "20", "--replicates", "0",
+                 "--feature-extractor", "identity", "--json", str(out), "--quiet"]) == 0
+    record = read_record(out)
     assert "samples_per_s" in record["metrics"] and "nfe_mean" not in record["metrics"]
-    assert "net" in record["skipped"]["nfe"]
+    assert "nfe_per_sample" in record["skipped"]["nfe"]
 
 
 def test_the_parser_and_help_import_no_torch_and_no_metric_module():

@@ -245,8 +245,11 @@ class Metric:
             each set, ``harness.core.stats``), ``"per-example"`` (standard error and block means of
             per-example values), ``"exact"`` (a count or a deterministic number) or ``"none"``.
         default: runs when no ``--metrics`` are given and its needs are met.
-        partial_reason: recorded under ``skipped`` when ``compute`` returns only some of the keys
-            (NFE cannot be counted for a model without a ``net`` module; its throughput still is).
+        partial_support: ``(model) -> reason | None``, for a metric of which some models get only
+            some keys (NFE cannot be known for a model without a ``net`` module that declares no
+            NFE; its throughput still is measured): a requested metric whose model has a reason is
+            an error before any work; an unrequested one runs, and the reason is recorded under
+            ``skipped``.
         replicate_options: for half-sample metrics, ``(options, full inputs, m, m_ref)`` -> the options
             a replicate of ``m`` generated and ``m_ref`` reference rows runs with (e.g. KID's subset
             size capped at m); default: the run's own.
@@ -262,7 +265,7 @@ class Metric:
     min_samples: Callable[[Any], int] = lambda options: 2
     uncertainty: Uncertainty = "none"
     default: bool = True
-    partial_reason: str = ""
+    partial_support: Callable[[Any], str | None] | None = None
     replicate_options: Callable[[Any, MetricInputs, int, int], Any] | None = None
 
     def __post_init__(self) -> None:

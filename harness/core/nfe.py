@@ -54,6 +54,26 @@ class NFECounter(nn.Module):
         return old
 
 
+DECLARED_ATTRIBUTE = "nfe_per_sample"
+"""A sampler that evaluates no network module declares its NFE per sample under this attribute
+(0 for the analytic and reference samplers); counting at ``model.net`` takes precedence."""
+
+
+def nfe_support(model: object) -> str | None:
+    """Why the NFE of ``model``'s sampling cannot be known (None when it can).
+
+    It can when ``model.net`` is a ``torch.nn.Module`` (counted, :func:`counting`) or the model
+    declares :data:`DECLARED_ATTRIBUTE` as a number.
+    """
+    if isinstance(getattr(model, "net", None), nn.Module):
+        return None
+    if isinstance(getattr(model, DECLARED_ATTRIBUTE, None), (int, float)):
+        return None
+    return (f"{type(model).__name__} has no `net` module to count network evaluations at and declares no "
+            f"`{DECLARED_ATTRIBUTE}`: expose the network as `model.net`, or set `{DECLARED_ATTRIBUTE}` on a "
+            "sampler that evaluates a fixed number of networks per sample (0 when none)")
+
+
 @contextlib.contextmanager
 def counting(model: object, attribute: str = "net") -> Iterator[NFECount]:
     """Temporarily wrap ``model.<attribute>`` in an NFECounter; yields the live count.
