@@ -1,4 +1,4 @@
-"""The diffusers UNet adapter: offline loading, DDPM/DDIM sampling, NFE, PF-ODE schedule mapping."""
+"""The diffusers UNet adapter: offline loading, DDPM/DDIM sampling, pipeline seeding, NFE, record, PF-ODE mapping."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from harness.adapters.diffusers_unet import DiffusersUNet, load_diffusers_unet  # noqa: E402
+from harness.adapters.diffusers_unet import DiffusersUNet, load_diffusers_unet, weights_sha256  # noqa: E402
+from harness.convert import samples_to_data  # noqa: E402
 from harness.core.nfe import counting  # noqa: E402
 from harness.core.protocols import ProbabilityFlow, Sampler  # noqa: E402
-from harness.core.rng import BatchRNG  # noqa: E402
+from harness.core.rng import BatchRNG, example_seed  # noqa: E402
 
 N_TRAIN = 10
 
@@ -91,6 +92,8 @@ def test_clear_errors(model_dir: Path, tmp_path: Path) -> None:
         load_diffusers_unet(model_dir, sampler="euler")
     with pytest.raises(ValueError, match=r"steps must be in \[1, num_train_timesteps=10\]"):
         load_diffusers_unet(model_dir, sampler="ddim", steps=11)
+    with pytest.raises(ValueError, match="seeding must be one of"):
+        load_diffusers_unet(model_dir, seeding="numpy")
 
 
 def test_missing_diffusers_says_how_to_install(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,17 +102,82 @@ def test_missing_diffusers_says_how_to_install(model_dir: Path, monkeypatch: pyt
         load_diffusers_unet(model_dir)
 
 
-@pytest.mark.parametrize(("sampler", "steps"), [("ddpm", None), ("ddim", 5)])
-def test_sampling_nfe_batch_independence_determinism(model: DiffusersUNet, sampler: str, steps: int | None) -> None:
+@pytest.mark.parametrize(("sampler", "steps", "seeding"),
+                         [("ddpm", None, "genbench"), ("ddpm", None, "diffusers"), ("ddim", 5, "genbench")])
+def test_sampling_nfe_batch_independence_determinism(model: DiffusersUNet, sampler: str, steps: int | None,
+                                                     seeding: str) -> None:
     with counting(model) as count:
-        x = model.sample(4, BatchRNG(0, range(4)), sampler=sampler, steps=steps)
+        x = model.sample(4, BatchRNG(0, range(4)), sampler=sampler, steps=steps, seeding=seeding)
     assert count.forward_calls == (steps or N_TRAIN)
     assert x.shape == (4, 1, 8, 8) and x.dtype == torch.float32
     assert torch.isfinite(x).all() and x.abs().max() <= 1.0 + 1e-6  # clip_sample=True clips the x0 prediction
-    alone = model.sample(1, BatchRNG(0, [2]), sampler=sampler, steps=steps)
+    alone = model.sample(1, BatchRNG(0, [2]), sampler=sampler, steps=steps, seeding=seeding)
     torch.testing.assert_close(alone[0], x[2], rtol=0, atol=1e-5)
-    other_seed = model.sample(1, BatchRNG(1, [2]), sampler=sampler, steps=steps)
+    other_seed = model.sample(1, BatchRNG(1, [2]), sampler=sampler, steps=steps, seeding=seeding)
     assert not torch.allclose(other_seed[0], x[2])
+
+
+def _pipeline_uint8(model: DiffusersUNet, sampler: str, steps: int, seed: int, indices: list[int]) -> torch.Tensor:
+    """uint8 [B, C, H, W] from diffusers' own pipeline, one CPU generator per example seeded with example_seed."""
+    from diffusers import DDIMPipeline, DDPMPipeline, DDPMScheduler
+
+    pipeline_class = DDPMPipeline if sampler == "ddpm" else DDIMPipeline
+    pipe = pipeline_class(unet=model.net, scheduler=DDPMScheduler.from_config(model.scheduler_config))
+    pipe.set_progress_bar_config(disable=True)
+    generators = [torch.Generator().manual_seed(example_seed(seed, i)) for i in indices]
+    images = pipe(batch_size=len(indices), generator=generators, num_inference_steps=steps, output_type="np").images
+    return torch.from_numpy((images * 255).round().astype("uint8")).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize(("sampler", "steps", "seeding"), [("ddpm", N_TRAIN, "diffusers"), ("ddpm", 4, "diffusers"),
+                                                           ("ddim", 5, "diffusers"), ("ddim", 5, "genbench")])
+def test_diffusers_seeding_reproduces_pipeline_uint8(model: DiffusersUNet, sampler: str, steps: int,
+                                                    seeding: str) -> None:
+    """seeding="diffusers" gives DDPMPipeline's / DDIMPipeline's images for generators seeded with example_seed."""
+    seed, indices = 3, [0, 1, 5, 7]
+    ours = model.sample(len(indices), BatchRNG(seed, indices), sampler=sampler, steps=steps, seeding=seeding)
+    reference = _pipeline_uint8(model, sampler, steps, seed, indices)
+    assert torch.equal(samples_to_data(ours, model.data_spec), reference)
+
+
+def test_genbench_seeding_differs_from_pipeline_for_ddpm(model: DiffusersUNet) -> None:
+    """The default draws DDPM's step noise from its own stream, so it does not reproduce DDPMPipeline."""
+    ours = samples_to_data(model.sample(4, BatchRNG(3, range(4))), model.data_spec)
+    assert (ours == _pipeline_uint8(model, "ddpm", N_TRAIN, 3, list(range(4)))).float().mean() < 0.5
+
+
+def test_describe_records_configs_weights_hash_and_steps(model_dir: Path, model: DiffusersUNet) -> None:
+    info = model.describe()
+    assert info["steps"] == N_TRAIN and info["sampler"] == "ddpm" and info["seeding"] == "genbench"
+    assert type(info["scheduler_config"]) is dict and info["scheduler_config"]["num_train_timesteps"] == N_TRAIN
+    assert info["scheduler_config"] == json.loads(json.dumps(info["scheduler_config"]))
+    assert type(info["unet_config"]) is dict and info["unet_config"]["block_out_channels"] == [8, 16]
+    assert {"beta(t)", "timestep", "alpha_bar_at_prior_time"} <= set(info["pf_ode"])
+    assert info["unet_sha256"] == weights_sha256(_tiny_unet()) and len(info["unet_sha256"]) == 64
+    changed = load_diffusers_unet(model_dir, seeding="diffusers")
+    with torch.no_grad():
+        next(changed.net.parameters()).view(-1)[0] += 1.0
+    assert changed.describe()["unet_sha256"] != info["unet_sha256"] and changed.describe()["seeding"] == "diffusers"
+    assert model.sampling_settings() == {"sampler": "ddpm", "steps": N_TRAIN, "seeding": "genbench"}
+    ddim = {"sampler": "ddim", "steps": N_TRAIN, "seeding": "diffusers"}  # min(50, N) DDIM steps
+    assert model.sampling_settings(sampler="ddim", seeding="diffusers") == ddim
+
+
+@pytest.mark.parametrize("sample_options", [{}, {"seeding": "diffusers"}])
+def test_record_has_describe_and_steps_that_ran(model_dir: Path, sample_options: dict[str, str]) -> None:
+    """The record's model section holds describe(); its sampling section the sampler / steps / seeding that ran."""
+    from harness.runner import ModelEvalConfig, draw_samples, load_model
+
+    cfg = ModelEvalConfig(dataset="unused", model="diffusers-unet", model_args={"path": str(model_dir)}, num_samples=2,
+                          sample_options=sample_options)
+    loaded = load_model(cfg)
+    described = loaded.description["describe"]
+    assert described["unet_sha256"] == weights_sha256(_tiny_unet())
+    assert described["scheduler_config"]["num_train_timesteps"] == N_TRAIN and described["pf_ode"]["mapping"] == "linear"
+    json.dumps(loaded.description)
+    _, info = draw_samples(loaded.model, cfg, progress=False)
+    assert (info["sampler"], info["steps"], info["nfe_per_sample"]) == ("ddpm", N_TRAIN, N_TRAIN)
+    assert info["seeding"] == sample_options.get("seeding", "genbench")
 
 
 def test_ode_drift_and_prior(model: DiffusersUNet) -> None:

@@ -17,6 +17,25 @@ Sampling (``sample``): ``"ddpm"`` is ancestral sampling (Ho et al. 2020, Algorit
 step, so NFE == steps. Initial noise and every per-step noise draw come from per-example
 generators (``BatchRNG``), so example i does not depend on the batch it is drawn in.
 
+Seeding (``seeding=``, a model arg and a ``sample`` option; DDIM with η=0 draws only the initial
+noise, so both modes give the same DDIM samples):
+
+* ``"genbench"`` (default): the initial noise comes from ``rng`` (stream ``"sample"``) and DDPM's
+  per-step noise from ``rng.child("scheduler")`` (stream ``"sample/scheduler"``).
+* ``"diffusers"``: one generator per example for both, in diffusers' order (the initial noise, then
+  one ``randn`` per step with t > 0 inside ``DDPMScheduler.step``), as ``DDPMPipeline`` and
+  ``DDIMPipeline`` do when given a list of generators. Example i of a run with seed s then equals
+  the pipeline's output for ``torch.Generator().manual_seed(harness.core.rng.example_seed(s, i))``
+  (CPU generator, float32 UNet)::
+
+      from harness.core.rng import example_seed
+      gens = [torch.Generator().manual_seed(example_seed(seed, i)) for i in indices]
+      images = DDPMPipeline(unet, scheduler)(batch_size=len(gens), generator=gens,
+                                             num_inference_steps=steps, output_type="np").images
+
+  and ``(images * 255).round()`` equals genbench's uint8 samples (``tests/test_diffusers_adapter.py``
+  checks this for DDPM and DDIM).
+
 Probability flow (``ode_drift``): the discrete betas β_0..β_{N-1} of the scheduler define a
 variance-preserving SDE dx = -½β(t)x dt + sqrt(β(t)) dw on t ∈ [0, 1] (Song et al. 2021, eq. 11),
 with ᾱ(t) = exp(-∫₀ᵗ β(s) ds) and σ(t) = sqrt(1 - ᾱ(t)). Its probability-flow ODE (eq. 13) with the
@@ -49,13 +68,17 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from harness.core.hashing import state_dict_sha256
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
 
 SamplerName = Literal["ddpm", "ddim"]
 PFMapping = Literal["linear", "piecewise"]
+Seeding = Literal["genbench", "diffusers"]
 SAMPLERS: tuple[str, ...] = ("ddpm", "ddim")
 PF_MAPPINGS: tuple[str, ...] = ("linear", "piecewise")
+SEEDINGS: tuple[str, ...] = ("genbench", "diffusers")
+WEIGHTS_HASH = "sha256 over the state_dict tensors in sorted key order: name, dtype, shape, then the raw bytes"
 DDIM_DEFAULT_STEPS = 50  # diffusers' DDIMPipeline default, capped at num_train_timesteps
 
 LAYOUT_HELP = (
@@ -88,19 +111,29 @@ def _find_layout(root: Path) -> tuple[Path, Path]:
     raise ValueError(f"{root} is not a diffusers UNet + scheduler directory (it holds {found}); {LAYOUT_HELP}")
 
 
+def weights_sha256(module: nn.Module) -> str:
+    """Hex sha256 of ``module.state_dict()`` (``harness.core.hashing.state_dict_sha256``)."""
+    return state_dict_sha256(module.state_dict())
+
+
+def _plain(config: Any) -> dict[str, Any]:
+    """A diffusers config (FrozenDict) as a plain JSON dict (tuples become lists, tensors/arrays lists)."""
+    return json.loads(json.dumps(dict(config), default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
 class DiffusersUNet(nn.Module):
     """An ε-prediction ``UNet2DModel`` + scheduler config: ``Sampler`` and ``ProbabilityFlow``.
 
     Attributes:
         net: the UNet, called only as ``self.net(x, timestep).sample`` (NFE is counted there).
         data_spec: ``DataSpec((C, H, W), "continuous", value_range)``.
-        sampler, steps: defaults for ``sample`` (``steps=None``: N for DDPM, min(50, N) for DDIM).
+        sampler, steps, seeding: defaults for ``sample`` (``steps=None``: N for DDPM, min(50, N) for DDIM).
         t_span: ``(t_eps, 1.0)``, data to prior time of the PF-ODE.
     """
 
     def __init__(self, net: nn.Module, scheduler_config: dict[str, Any], *, sampler: SamplerName = "ddpm",
                  steps: int | None = None, value_range: tuple[float, float] = (-1.0, 1.0), t_eps: float = 1e-5,
-                 pf_ode: PFMapping | None = None, source: str | None = None) -> None:
+                 pf_ode: PFMapping | None = None, seeding: Seeding = "genbench", source: str | None = None) -> None:
         """Wrap ``net`` (a ``UNet2DModel``) with ``scheduler_config`` (a diffusers scheduler config dict).
 
         Other arguments as in :func:`load_diffusers_unet`; ``source`` is recorded by ``describe``.
@@ -119,6 +152,7 @@ class DiffusersUNet(nn.Module):
         self.num_train_timesteps = int(betas.numel())
         self._steps_arg = steps
         self.sampler, self.steps = self._check_sampler(sampler, steps)
+        self.seeding = self._check_seeding(seeding)
         if not 0.0 < t_eps < 1.0:
             raise ValueError(f"t_eps must be in (0, 1), got {t_eps}")
         self.t_span = (float(t_eps), 1.0)
@@ -158,27 +192,44 @@ class DiffusersUNet(nn.Module):
             raise ValueError(f"steps must be in [1, num_train_timesteps={n}], got {steps}")
         return sampler, int(steps)
 
+    @staticmethod
+    def _check_seeding(seeding: str) -> str:
+        if seeding not in SEEDINGS:
+            raise ValueError(f"seeding must be one of {SEEDINGS}, got {seeding!r}")
+        return seeding
+
+    def sampling_settings(self, *, sampler: SamplerName | None = None, steps: int | None = None,
+                          seeding: Seeding | None = None) -> dict[str, Any]:
+        """``{"sampler", "steps", "seeding"}`` that ``sample`` uses for these arguments (steps == NFE per sample)."""
+        sampler, steps = self._check_sampler(sampler or self.sampler, self._steps_arg if steps is None else steps)
+        return {"sampler": sampler, "steps": steps, "seeding": self._check_seeding(seeding or self.seeding)}
+
     def _scheduler(self, sampler: str) -> Any:
         diffusers = _import_diffusers()
         cls = diffusers.DDPMScheduler if sampler == "ddpm" else diffusers.DDIMScheduler
         return cls.from_config(self.scheduler_config)
 
     @torch.no_grad()
-    def sample(self, n: int, rng: BatchRNG, *, sampler: SamplerName | None = None, steps: int | None = None) -> Tensor:
+    def sample(self, n: int, rng: BatchRNG, *, sampler: SamplerName | None = None, steps: int | None = None,
+               seeding: Seeding | None = None) -> Tensor:
         """Draw ``n`` images [n, C, H, W] in model space with ``steps`` UNet calls (NFE == steps).
 
-        ``sampler``/``steps`` default to the ones given at construction. Initial noise is
-        ``rng.normal``; DDPM's per-step noise uses the per-example generators of
-        ``rng.child("scheduler")`` (diffusers' ``randn_tensor`` draws example i from generator i).
+        ``sampler``/``steps``/``seeding`` default to the ones given at construction. Initial noise
+        is ``rng.normal``; DDPM's per-step noise uses the per-example generators of
+        ``rng.child("scheduler")`` (``seeding="genbench"``) or of ``rng`` itself, continuing after
+        the initial noise (``seeding="diffusers"``); diffusers' ``randn_tensor`` draws example i
+        from generator i.
         """
         if n != len(rng):
             raise ValueError(f"n={n} does not match the {len(rng)} examples of rng")
-        sampler, steps = self._check_sampler(sampler or self.sampler, self._steps_arg if steps is None else steps)
+        settings = self.sampling_settings(sampler=sampler, steps=steps, seeding=seeding)
+        sampler, steps = settings["sampler"], settings["steps"]
         scheduler = self._scheduler(sampler)
         scheduler.set_timesteps(steps)
         param = next(self.net.parameters())
+        step_rng = rng if settings["seeding"] == "diffusers" else rng.child("scheduler")
         x = rng.normal(self.data_spec.shape).to(device=param.device, dtype=param.dtype) * scheduler.init_noise_sigma
-        step_kwargs: dict[str, Any] = {"eta": 0.0} if sampler == "ddim" else {"generator": rng.child("scheduler").generators}
+        step_kwargs: dict[str, Any] = {"eta": 0.0} if sampler == "ddim" else {"generator": step_rng.generators}
         for t in scheduler.timesteps:
             eps = self.net(scheduler.scale_model_input(x, t), t).sample
             x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
@@ -214,7 +265,7 @@ class DiffusersUNet(nn.Module):
         return -0.5 * (z.flatten(1) ** 2 + math.log(2 * math.pi)).sum(1)
 
     def describe(self) -> dict[str, Any]:
-        """What was loaded and how it is sampled and integrated, for the run record."""
+        """What was loaded (configs, weights hash) and how it is sampled and integrated, for the run record."""
         cfg = self.scheduler_config
         n = self.num_train_timesteps
         mapping = {
@@ -225,6 +276,9 @@ class DiffusersUNet(nn.Module):
             "adapter": "harness.adapters.diffusers_unet",
             "source": self.source,
             "unet_class": type(self.net).__name__,
+            "unet_config": _plain(self.net.config) if hasattr(self.net, "config") else None,
+            "unet_sha256": weights_sha256(self.net),
+            "unet_sha256_of": WEIGHTS_HASH,
             "scheduler_class": cfg.get("_class_name"),
             "num_train_timesteps": n,
             "beta_schedule": cfg.get("beta_schedule", "linear") if cfg.get("trained_betas") is None else "trained_betas",
@@ -232,9 +286,10 @@ class DiffusersUNet(nn.Module):
             "beta_end": float(self._betas[-1]),
             "prediction_type": cfg.get("prediction_type", "epsilon"),
             "clip_sample": cfg.get("clip_sample"),
-            "scheduler_config": cfg,
+            "scheduler_config": _plain(cfg),
             "sampler": self.sampler,
             "steps": self.steps,
+            "seeding": self.seeding,
             "pf_ode": {"mapping": self.pf_ode, **mapping, "t_span": list(self.t_span),
                        "alpha_bar_at_prior_time": float(self.vp_schedule(torch.ones(1))[1][0]),
                        "reference": "Song et al. 2021 (ICLR) eq. 11 and 13; Ho et al. 2020 discretisation"},
@@ -243,7 +298,7 @@ class DiffusersUNet(nn.Module):
 
 def load_diffusers_unet(path: str | os.PathLike[str], *, sampler: SamplerName = "ddpm", steps: int | None = None,
                         value_range: tuple[float, float] = (-1.0, 1.0), t_eps: float = 1e-5,
-                        pf_ode: PFMapping | None = None) -> DiffusersUNet:
+                        pf_ode: PFMapping | None = None, seeding: Seeding = "genbench") -> DiffusersUNet:
     """Load a locally saved diffusers ``UNet2DModel`` + scheduler (layouts in the module docstring), offline.
 
     Args:
@@ -252,6 +307,7 @@ def load_diffusers_unet(path: str | os.PathLike[str], *, sampler: SamplerName = 
         value_range: model-space value range of the data (diffusers image models use (-1, 1)).
         t_eps: PF-ODE data-side time (score_sde's eps=1e-5).
         pf_ode: "linear" or "piecewise" β(t) mapping (module docstring); None picks by beta_schedule.
+        seeding: "genbench" or "diffusers" (DDPMPipeline-compatible) noise draws (module docstring).
     """
     diffusers = _import_diffusers()
     root = Path(path).expanduser()
@@ -265,4 +321,4 @@ def load_diffusers_unet(path: str | os.PathLike[str], *, sampler: SamplerName = 
     except OSError as err:
         raise ValueError(f"cannot load the diffusers model in {root}: {err}; {LAYOUT_HELP}") from err
     return DiffusersUNet(net, dict(scheduler_config), sampler=sampler, steps=steps, value_range=value_range,
-                         t_eps=t_eps, pf_ode=pf_ode, source=str(root))
+                         t_eps=t_eps, pf_ode=pf_ode, seeding=seeding, source=str(root))
