@@ -154,7 +154,11 @@ class InceptionV3Extractor:
         assert self._clean_resizer is not None
         images = x.permute(0, 2, 3, 1).cpu().numpy()  # [B, H, W, 3] uint8
         resized = np.stack([self._clean_resizer(image) for image in images])  # [B, 299, 299, 3] float32
-        h = (torch.from_numpy(resized).permute(0, 3, 1, 2).to(self.device) - 128) / 128
+        # contiguous(): the permuted view has channels-last strides, which the arithmetic below keeps,
+        # and convolutions on channels-last inputs differ from clean-fid's NCHW ones (up to ~1e-4
+        # measured); clean-fid's ToTensor + collate hand the network a contiguous NCHW batch.
+        nchw = torch.from_numpy(resized).permute(0, 3, 1, 2).contiguous()
+        h = (nchw.to(self.device) - 128) / 128
         return _trunk(self._net, h)
 
 
