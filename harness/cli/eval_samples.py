@@ -62,20 +62,59 @@ def _value(entry: dict[str, Any]) -> str:
     return "n/a" if value is None else f"{value:.6g}"
 
 
+def _two_digits(x: float) -> str:
+    """x to 2 significant digits, positional where %g allows (9.1, 360, 0.025, 1.4e+03 -> 1400)."""
+    return f"{float(f'{x:.2g}'):g}"
+
+
+def _uncertainty(entry: dict[str, Any]) -> str:
+    """``± s (kind)``: the half-sample replicates' ``uncertainty.std``, else ``stderr``; "" when neither."""
+    unc = entry.get("uncertainty")
+    if isinstance(unc, dict) and isinstance(unc.get("std"), (int, float)):
+        return f"± {_two_digits(unc['std'])} (half-sample se)"
+    if isinstance(entry.get("stderr"), (int, float)):
+        return f"± {_two_digits(entry['stderr'])} (stderr)"
+    return ""
+
+
+def _kid_subsets_identical(entry: dict[str, Any]) -> bool:
+    """True when every KID subset is the same set: one subset, or subsets of all rows of both sets."""
+    size, n, n_ref = entry.get("subset_size"), entry.get("n_samples"), entry.get("n_reference")
+    return entry.get("subsets") == 1 or (size is not None and size == n == n_ref)
+
+
+# Bińkowski et al. 2018 chose the kernel for Inception pool3 features, and published KIDs are in that space.
+_KID_SCALE_NOTE = ("KID's kernel (x·y/d+1)^3 assumes features of Inception-like scale; in {space} its value is "
+                   "not comparable to published KID")
+
+
 def format_table(record: dict[str, Any]) -> str:
-    """The metrics of a record as an aligned text table (``n/a`` and the reason for a missing value)."""
-    rows = []
+    """The metrics of a record as an aligned text table, then numbered notes.
+
+    Each row: value, ``± uncertainty (kind)`` where the entry has one, the feature space
+    (``feature_extractor``) of feature-space metrics, and a note (``n/a``'s reason, a note number).
+    """
+    rows, notes = [], []
     for key, entry in record["metrics"].items():
-        label = entry.get("label", key)
-        note = entry.get("feature_extractor", "") if entry.get("value") is not None else entry.get("value_reason", "")
-        rows.append((key, label, _value(entry), note or ""))
-    rows += [(key, "skipped", "-", reason) for key, reason in record["skipped"].items()]
-    header = ("metric", "label", "value", "feature space / note")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  " + header[3]]
-    lines.append("  ".join("-" * w for w in widths) + "  " + "-" * len(header[3]))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[3] for r in rows]
-    return "\n".join(lines)
+        value, note = _value(entry), entry.get("value_reason", "") if entry.get("value") is None else ""
+        space = entry.get("feature_extractor") or ""
+        if key == "kid_std" and entry.get("value") is not None and _kid_subsets_identical(entry):
+            value = "—: one subset"
+            n = entry["n_samples"]
+            note = "1 subset drawn" if entry.get("subsets") == 1 else f"every subset is all {n} rows of both sets"
+        if key.startswith("kid_") and space and space != "inception-v3":
+            kid_note = _KID_SCALE_NOTE.format(space=space)
+            if kid_note not in notes:
+                notes.append(kid_note)
+            note = "; ".join(filter(None, [note, f"note {notes.index(kid_note) + 1}"]))
+        rows.append((key, entry.get("label", key), value, _uncertainty(entry), space, note))
+    rows += [(key, "skipped", "-", "", "", reason) for key, reason in record["skipped"].items()]
+    header = ("metric", "label", "value", "± uncertainty", "feature space", "note")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = [header, tuple("-" * len(h) if i == len(widths) else "-" * widths[i] for i, h in enumerate(header)), *rows]
+    text = ["  ".join([*(c.ljust(w) for c, w in zip(r, widths)), r[-1]]).rstrip() for r in lines]
+    text += [f"note {i}: {n}" for i, n in enumerate(notes, 1)]
+    return "\n".join(text)
 
 
 def run(args: argparse.Namespace) -> int:
