@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from harness import cache
+from harness.core.heartbeat import phase
+from harness.core.heartbeat import progress as progress_iter
 from harness.datasets import Dataset
 from metrics.features import FeatureExtractor
 from metrics.fid import GaussianStats
@@ -59,7 +60,8 @@ def extract_features(
     logits = np.empty((n, extractor.num_classes), dtype=np.float32) if extractor.num_classes else None
     stats = GaussianStats()
     with torch.inference_mode():
-        for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+        phase(f"{desc}: {n} rows through {extractor.name}")
+        for start in progress_iter(range(0, n, batch_size), total=-(-n // batch_size), desc=desc, bar=progress):
             batch = torch.from_numpy(np.ascontiguousarray(data.x[start : start + batch_size]))
             out = extractor(batch)
             feats = out["features"].detach().to("cpu", torch.float32).numpy()

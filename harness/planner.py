@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from harness.core.heartbeat import phase, progress
 from harness.core.metric import NEEDS, Metric, MetricEntry, MetricInputs
 from harness.core.protocols import CAPABILITIES
 from harness.core.stats import half_sample_rows, half_sample_uncertainty
@@ -142,6 +143,7 @@ def compute_metrics(selected: list[Metric], inputs: MetricInputs, options: Any, 
                 skipped[metric.name] = reason
             continue
         log.info("computing %s", metric.name)
+        phase(f"computing {metric.name}")
         out.update(metric.compute(inputs, options))
         ran.append(metric)
     entries = {key: entry.to_json() for key, entry in out.items()}
@@ -165,7 +167,9 @@ def half_sample_replicates(metrics: list[Metric], inputs: MetricInputs, options:
         return {}
     n, n_ref = inputs.n_fake, inputs.n_real
     reps: list[dict[str, float]] = []
-    for rows, ref_rows, seed in half_sample_rows(n, n_ref, num_replicates, inputs.seed):
+    phase(f"half-sample replicates: {num_replicates} x {', '.join(m.name for m in targets)}")
+    for rows, ref_rows, seed in progress(half_sample_rows(n, n_ref, num_replicates, inputs.seed), total=num_replicates,
+                                         desc="half-sample replicates", unit="replicate"):
         sub = inputs.subset(rows, ref_rows, seed)
         values: dict[str, float] = {}
         for metric in targets:

@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from harness.config import config_from_dict
 from harness.convert import ROUNDING, samples_to_data
 from harness.core.device import check_device
+from harness.core.heartbeat import phase
+from harness.core.heartbeat import progress as progress_iter
 from harness.core.metric import MetricInputs, ModelData
 from harness.core.options import MetricOptions, ModelMetricOptions, SampleMetricOptions
 from harness.core.protocols import DataSpec, capabilities
@@ -174,7 +175,9 @@ def draw_samples(model: Any, cfg: ModelEvalConfig, *, progress: bool) -> tuple[t
     count = NFECount()
     out = []
     start = time.perf_counter()
-    for lo in tqdm(range(0, cfg.num_samples, cfg.batch_size), desc="sampling", unit="batch", disable=not progress, leave=False):
+    phase(f"sampling {cfg.num_samples} examples from {type(model).__name__}")
+    for lo in progress_iter(range(0, cfg.num_samples, cfg.batch_size), total=-(-cfg.num_samples // cfg.batch_size),
+                            desc="sampling", bar=progress):
         rng = BatchRNG(cfg.seed, range(lo, min(lo + cfg.batch_size, cfg.num_samples)), device=cfg.device)
         with torch.no_grad():
             if isinstance(net, torch.nn.Module):

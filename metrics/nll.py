@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from harness.core.heartbeat import progress
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
 from harness.core.protocols import LogLikelihood
 from harness.core.rng import BatchRNG
@@ -31,7 +31,7 @@ def _ode(inputs: MetricInputs, options: Any) -> dict[str, Any]:
     forward_calls = vjp_calls = 0
     offset = 0.0
     data = inputs.data
-    for lo, x in tqdm(data.batches, desc="PF-ODE likelihood", unit="batch", disable=not inputs.progress, leave=False):
+    for lo, x in progress(data.batches, total=len(data.batches), desc="PF-ODE likelihood", bar=inputs.progress):
         rng = BatchRNG(inputs.seed, range(lo, lo + len(x)), device=inputs.device)
         model_x, offset, fields = model_inputs(x, data.spec, rng)
         bpd, result = ode_bpd(inputs.model, model_x, config=config, rng=rng, offset_bits=offset)

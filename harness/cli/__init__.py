@@ -13,9 +13,9 @@ import os
 import sys
 
 from harness import __version__
-from harness.cli import check
+from harness.cli import check, eval_samples, leaderboard, ls, train
 from harness.cli import eval as eval_model
-from harness.cli import eval_samples, leaderboard, ls, train
+from harness.core.heartbeat import set_log_lines
 from harness.core.registry import RegistryError
 
 SUBCOMMANDS = {"eval": eval_model, "eval-samples": eval_samples, "ls": ls, "train": train, "check": check,
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    set_log_lines(not getattr(args, "quiet", False) and not sys.stderr.isatty())
     try:
         return int(SUBCOMMANDS[args.command].run(args) or 0)
     except USAGE_ERRORS as err:

@@ -128,6 +128,7 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
                progress: bool) -> dict[str, Any]:
     """Train (or reuse) the model of ``row`` at ``seed``, and first the rows it starts from; returns the summary."""
     from harness.checkpoint import load_checkpoint
+    from harness.core.heartbeat import log_lines
     from harness.models import build_registered
     from harness.train import TrainConfig, train
 
@@ -166,7 +167,7 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
     cfg = TrainConfig(model=row.model, dataset=row.train_dataset, out=str(ckpt), steps=steps,
                       batch_size=row.train.get("batch_size"), num_train=row.train.get("num_train"), seed=seed, device=device,
                       checkpoint_every=earlier)
-    result = train(cfg, build=build, model_config=config, progress=progress)
+    result = train(cfg, build=build, model_config=config, progress=progress, heartbeat=log_lines())
     summary = {"train_key": key, "steps": result["steps"], "wall_time_s": round(result["wall_time_s"], 2),
                "last_losses": result["last_losses"], "checkpoint_sha256": result["sha256"],
                "weights_sha256": result["weights_sha256"], "init": row.init,
