@@ -7,6 +7,7 @@ name of ``replicates``, is accepted with a warning.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from dataclasses import fields
 from typing import Any, TypeVar
@@ -41,5 +42,7 @@ def config_from_dict(cls: type[C], options: dict[str, Any]) -> C:
     unknown = sorted(set(options) - known)
     if unknown:
         flat = sorted(known - set(subs) | {f.name for c in subs.values() for f in fields(c)})
-        raise ValueError(f"unknown option(s) {unknown}; known: {flat}")
+        close = sorted({c for u in unknown for c in difflib.get_close_matches(u, flat, n=1, cutoff=0.75)})
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown option(s) {unknown}.{hint} Known: {flat}")
     return cls(**options)

@@ -107,8 +107,9 @@ class _Plan:
 
 
 def minimum_samples(cfg: SampleEvalConfig) -> dict[str, int]:
-    """The fewest samples per set each requested metric can work with."""
-    return {m.name: m.min_samples(cfg.options) for m in cfg.selected()}
+    """The fewest samples per set each explicitly requested metric can work with (a default metric
+    short of rows is skipped with the reason instead, ``harness.planner.data_need_missing``)."""
+    return {m.name: m.min_samples(cfg.options) for m in cfg.selected()} if cfg.metrics is not None else {}
 
 
 def select_rows(data: Dataset, num_samples: int | None, seed: int, role: str) -> tuple[Dataset, dict[str, Any]]:

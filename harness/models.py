@@ -9,9 +9,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,9 +70,25 @@ def build_registered(name: str, config: dict[str, Any] | None = None) -> Any:
     try:
         return entry.build(config)
     except TypeError as err:
-        module_name, _, attr = entry.factory.partition(":")
-        params = list(inspect.signature(getattr(importlib.import_module(module_name), attr)).parameters)
-        raise ValueError(f"cannot build model {name!r} from config {config}: {err}; accepted keys: {params}") from None
+        accepted = _accepted_keys(entry, str(err))
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        close = difflib.get_close_matches(unknown.group(1), accepted, n=1) if unknown else []
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"cannot build model {name!r} from config {config}: {err}.{hint} Accepted keys: {accepted}") from None
+
+
+def _accepted_keys(entry: ModelEntry, message: str) -> list[str]:
+    """The config keys ``entry``'s factory accepts: its named parameters, or, for a ``**config``
+    factory, the fields of the config dataclass named in ``message`` (``VAEConfig.__init__() got ...``)."""
+    module_name, _, attr = entry.factory.partition(":")
+    module = importlib.import_module(module_name)
+    params = inspect.signature(getattr(module, attr)).parameters.values()
+    named = [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    owner = re.match(r"(\w+)\.__init__\(\)", message)
+    cls = getattr(module, owner.group(1), None) if owner else None
+    if any(p.kind is p.VAR_KEYWORD for p in params) and cls is not None and dataclasses.is_dataclass(cls):
+        return sorted({*named, *(f.name for f in dataclasses.fields(cls))})
+    return named
 
 
 def load_entry_point(target: str, **kwargs: Any) -> Any:

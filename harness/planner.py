@@ -109,8 +109,8 @@ def plan_model_metrics(requested: tuple[str, ...] | None, model: Any) -> tuple[l
     return run, skipped
 
 
-def data_need_missing(metric: Metric, inputs: MetricInputs) -> str | None:
-    """Why ``inputs`` cannot feed ``metric`` (the first unmet data need), or None."""
+def data_need_missing(metric: Metric, inputs: MetricInputs, options: Any = None) -> str | None:
+    """Why ``inputs`` cannot feed ``metric`` (the first unmet data need, or too few rows), or None."""
     for need in metric.needs:
         if need == "features" and inputs.fake_features is None:
             return "no features were extracted"
@@ -122,6 +122,10 @@ def data_need_missing(metric: Metric, inputs: MetricInputs) -> str | None:
             return "the reference set has no mixture components (DatasetMeta.mixture)"
         if need == "density" and inputs.log_density is None:
             return "the reference set's density is not known (DatasetMeta.log_density)"
+    if metric.sample_only and options is not None and inputs.fake_features is not None:
+        fewest, have = metric.min_samples(options), min(inputs.n_fake, inputs.n_real)
+        if have < fewest:
+            return f"needs at least {fewest} rows per set, got {have}"
     return None
 
 
@@ -137,7 +141,7 @@ def compute_metrics(selected: list[Metric], inputs: MetricInputs, options: Any, 
     ran: list[Metric] = []
     skipped: dict[str, str] = {}
     for metric in chosen:
-        reason = data_need_missing(metric, inputs)
+        reason = data_need_missing(metric, inputs, options)
         if reason is not None:
             if not _auto(metric) or (requested is not None and metric.name in requested):
                 skipped[metric.name] = reason

@@ -239,6 +239,11 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
     run, skipped = plan_model_metrics(cfg.metrics, model)
     data = load_dataset(cfg.dataset, num_samples=cfg.num_samples, seed=cfg.seed + 1)
     check_values(data, "dataset")
+    spec = getattr(model, "data_spec", None)
+    if isinstance(spec, DataSpec) and tuple(data.x.shape[1:]) != tuple(spec.shape):
+        raise ValueError(f"model {loaded.description['name']!r} works on examples of shape {tuple(spec.shape)} but "
+                         f"{cfg.dataset!r} has examples of shape {tuple(data.x.shape[1:])}; evaluate it on a data set of "
+                         "its shape, or build the model for this one (--model-arg, e.g. dim= or shape=)")
     if cfg.num_samples > len(data) and not cfg.allow_fewer_reference and any(m.sample_only for m in run):
         raise ValueError(f"--num-samples {cfg.num_samples} exceeds the {len(data)} rows of {cfg.dataset!r}, so the sample "
                          f"metrics would compare {cfg.num_samples} samples with {len(data)} reference rows; lower "

@@ -151,7 +151,8 @@ def train(
                                    ("seed", resume.meta.get("seed"), cfg.seed)):
             if theirs is not None and theirs != ours:
                 raise ValueError(f"--resume {cfg.resume} was trained with {what} {theirs!r}, not {ours!r}; "
-                                 f"resume with --{what} {theirs} or start a new run without --resume")
+                                 f"resume with {'genbench train ' + str(theirs) if what == 'model' else f'--{what} {theirs}'} "
+                                 "or start a new run without --resume")
     config = dict(resume.config) if resume is not None else dict(model_config or {})
     model = build() if build is not None else build_registered(cfg.model, config)
     if not isinstance(model, Trainable) or not isinstance(model, nn.Module):

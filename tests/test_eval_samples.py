@@ -145,10 +145,19 @@ def test_bad_input_is_refused_and_nothing_is_written(tmp_path, capsys, make_samp
 def test_too_few_samples_names_the_minimum(tmp_path, capsys):
     samples = tmp_path / "few.npz"
     np.savez(samples, x=np.random.default_rng(0).normal(size=(5, 2)).astype(np.float32))
-    code = main(["eval-samples", "--samples", str(samples), "--reference", "8gaussians-train", "--quiet"])
+    code = main(["eval-samples", "--samples", str(samples), "--reference", "8gaussians-train", "--metrics", "fid,prdc",
+                 "--quiet"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "prdc needs at least 6" in err
+    assert "prdc needs at least 6" in err and "is needs" not in err
+    # without --metrics, a default metric short of rows is skipped with the reason; the rest run, and
+    # IS is skipped for what it lacks here (class logits), not for a count it was never going to use
+    out = tmp_path / "r.json"
+    assert main(["eval-samples", "--samples", str(samples), "--reference", "8gaussians-train", "--json", str(out),
+                 "--quiet"]) == 0
+    record = json.loads(out.read_text())
+    assert record["skipped"]["prdc"] == "needs at least 6 rows per set, got 5"
+    assert "logits" in record["skipped"]["is"] and "fid" in record["metrics"]
 
 
 def test_float_images_are_refused_with_the_fix(tmp_path, capsys):

@@ -110,3 +110,30 @@ def test_memory_error_is_a_one_line_error(monkeypatch, capsys):
     code, err = _run(capsys, "eval-samples", "--samples", "moons-test", "--reference", "moons-train",
                      "--num-samples", "50", "--no-cache", "--quiet")
     assert code == 2 and "out of memory" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("model", "arg", "words"), [
+    ("vae", "hiden=3", ["Did you mean 'hidden'?", "'latent_dim'", "'beta'"]),  # a **config factory: its dataclass's fields
+    ("affine-flow", "dimm=2", ["Did you mean 'dim'?", "Accepted keys: ['dim', 'seed', 'dtype']"]),
+])
+def test_an_unknown_model_argument_lists_the_keys_the_model_accepts(capsys, model, arg, words):
+    code, err = _run(capsys, "eval", "--model", model, "--model-arg", arg, "--dataset", "moons-test", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and "['config']" not in err, err
+    assert all(w in err for w in words), err
+
+
+def test_a_model_of_another_shape_than_the_data_is_refused_before_sampling(capsys):
+    code, err = _run(capsys, "eval", "--model", "affine-flow", "--model-arg", "dim=3", "--dataset", "moons-test",
+                     "--feature-extractor", "identity", "--num-samples", "50", "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "'affine-flow' works on examples of shape (3,)" in err and "'moons-test' has examples of shape (2,)" in err
+
+
+def test_resuming_another_models_checkpoint_names_both_models(tmp_path, capsys):
+    ckpt = tmp_path / "v.pt"
+    assert main(["train", "vae-2d", "--dataset", "moons-train", "--steps", "2", "--out", str(ckpt), "--quiet"]) == 0
+    code, err = _run(capsys, "train", "rectified-flow", "--dataset", "moons-train", "--steps", "4", "--out",
+                     str(tmp_path / "r.pt"), "--resume", str(ckpt), "--quiet")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "trained with model 'vae-2d', not 'rectified-flow'" in err and "genbench train vae-2d" in err
+    assert "cannot build" not in err
