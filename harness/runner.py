@@ -162,6 +162,16 @@ def _checked_samples(x: Any, n: int, spec: DataSpec, model: Any) -> torch.Tensor
                          "(one row per requested sample, data_spec.shape each)")
     if x.is_complex():
         raise TypeError(f"{where} returned a complex tensor ({x.dtype}); samples must be real")
+    if spec.kind == "continuous" and not x.is_floating_point():
+        raise TypeError(f"{where} returned {x.dtype} for continuous data (data_spec.kind); return floating-point "
+                        f"values in data_spec.value_range {spec.value_range}")
+    if spec.kind == "discrete":
+        if x.is_floating_point() and not bool((x == x.round()).all()):
+            raise TypeError(f"{where} returned non-integer {x.dtype} values for discrete data; return the integer levels "
+                            f"0..{(spec.num_categories or 0) - 1}")
+        if spec.num_categories is not None and x.numel() and (int(x.min()) < 0 or int(x.max()) >= spec.num_categories):
+            raise ValueError(f"{where} returned levels in [{int(x.min())}, {int(x.max())}]; data_spec allows "
+                             f"0..{spec.num_categories - 1}")
     return x.detach().cpu()
 
 

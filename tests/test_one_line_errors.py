@@ -61,7 +61,8 @@ class _BadSampler:
 
     def sample(self, n, rng):
         return {"numpy": np.zeros((n, 2), np.float32), "none": None, "short": torch.zeros(n - 2, 2),
-                "complex": torch.zeros(n, 2, dtype=torch.complex64)}[self.kind]
+                "complex": torch.zeros(n, 2, dtype=torch.complex64), "bool": torch.zeros(n, 2, dtype=torch.bool),
+                "uint8": torch.zeros(n, 2, dtype=torch.uint8)}[self.kind]
 
 
 def bad_sampler(kind: str) -> _BadSampler:
@@ -69,7 +70,9 @@ def bad_sampler(kind: str) -> _BadSampler:
 
 
 @pytest.mark.parametrize("kind, words", [("numpy", "returned ndarray"), ("none", "returned NoneType"),
-                                         ("short", "returned shape [48, 2]"), ("complex", "complex")])
+                                         ("short", "returned shape [48, 2]"), ("complex", "complex"),
+                                         ("bool", "returned torch.bool for continuous data"),
+                                         ("uint8", "returned torch.uint8 for continuous data")])
 def test_wrong_sample_output_is_named(capsys, kind, words):
     code, err = _run(capsys, "eval", "--entry", f"{__name__}:bad_sampler", "--model-arg", f"kind={kind}",
                      "--dataset", "moons-test", "--num-samples", "50", "--metrics", "fid", "--replicates", "0", "--quiet")
