@@ -5,6 +5,8 @@ Conventions (checked in ``Dataset.__post_init__``):
 * images: ``x`` is ``uint8 [N, C, H, W]`` with ``C`` = 1 (grayscale) or 3 (RGB), values 0..255;
 * tabular / 2-D toy data: ``x`` is ``float32 [N, D]`` in the data's own units;
 * ``labels`` is ``int64 [N]`` or ``None``.
+* ``x`` has the strides of a fresh C-order array (a copy is made otherwise), so identical content
+  reaches the feature extractors in one memory layout whichever file format it came from.
 
 Treat ``x`` as immutable: ``content_hash`` is computed once and cached on the instance.
 """
@@ -20,6 +22,10 @@ from typing import Literal, Protocol
 import numpy as np
 
 from harness.core.densities import GaussianMixture
+
+DEFLATE_MAX_RATIO = 1032
+"""Deflate (zip, gzip) expands a stream by at most ~1032:1 (RFC 1951's longest match per code), so a
+compressed file of m bytes cannot hold more than 1032·m: the readers refuse headers that claim more."""
 
 DatasetKind = Literal["image", "tabular"]
 
@@ -75,6 +81,11 @@ class Dataset:
             raise ValueError(f"dataset {self.name!r}: kind must be 'image' or 'tabular', got {self.kind!r}")
         if x.shape[0] == 0:
             raise ValueError(f"dataset {self.name!r} is empty (0 samples); source: {self.source}")
+        if x.strides != _c_strides(x):
+            # e.g. a grayscale NHWC .npz transposed to NCHW: numpy calls [N, 1, H, W] with strides
+            # (HW, 1, W, 1) C-contiguous, torch.from_numpy keeps them and convolutions then run as
+            # channels-last, changing features by ~1e-5 against the same images read from PNGs.
+            object.__setattr__(self, "x", x.copy(order="C"))
         labels = self.labels
         if labels is not None and (labels.dtype != np.int64 or labels.shape != (x.shape[0],)):
             raise ValueError(
@@ -98,6 +109,15 @@ class Dataset:
             f"Dataset(name={self.name!r}, kind={self.kind!r}, x={self.x.dtype}{list(self.x.shape)}, "
             f"labels={labels}, source={self.source!r})"
         )
+
+
+def _c_strides(x: np.ndarray) -> tuple[int, ...]:
+    """The strides in bytes of a freshly allocated C-order array of x's shape and dtype."""
+    strides, step = [], x.itemsize
+    for size in reversed(x.shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
 
 
 class DatasetLoader(Protocol):

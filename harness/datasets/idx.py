@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-from harness.datasets.base import Dataset
+from harness.datasets.base import DEFLATE_MAX_RATIO, Dataset
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,12 @@ def read_idx(path: Path, *, magic: int, ndim: int) -> np.ndarray:
             if found != magic:
                 raise ValueError(f"{path}: bad magic number {found} (0x{found:08x}); {layout}")
             dims = tuple(int(d) for d in np.frombuffer(header, dtype=">u4", offset=4))
-            data = np.empty(int(np.prod(dims)), dtype=np.uint8)
+            size, on_disk = math.prod(dims), path.stat().st_size
+            room = (DEFLATE_MAX_RATIO * on_disk) if isinstance(f, gzip.GzipFile) else on_disk - len(header)
+            if size > room:  # checked before allocating: the header cannot ask for more than the file holds
+                raise ValueError(f"{path}: header says dims {list(dims)} ({size} values) but the data is shorter: the "
+                                 f"file can hold at most {room}; {layout}")
+            data = np.empty(size, dtype=np.uint8)
             view, got = memoryview(data), 0
             while got < data.size:
                 n = f.readinto(view[got:])

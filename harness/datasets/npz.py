@@ -12,17 +12,23 @@ Rows drawn from a Gaussian mixture may carry it: ``mixture_centers`` (float ``[M
 ``mixture_std`` (a positive scalar, the components' σ) become the data set's metadata, so the
 mode metrics run on the points as they would on the registered mixture toys.
 
-Archives are read with ``allow_pickle=False``.
+Archives are read with ``allow_pickle=False``, and checked first (:func:`_check_members`): every
+member's ``.npy`` header must describe exactly the bytes the member holds, and a compressed member
+cannot claim more than deflate's maximum ratio (1032:1) of its compressed size, so a small file
+cannot ask for a large allocation. A damaged archive is a ValueError naming the file.
 """
 
 from __future__ import annotations
 
+import math
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from harness.core.densities import GaussianMixture
-from harness.datasets.base import Dataset, DatasetKind, DatasetMeta
+from harness.datasets.base import DEFLATE_MAX_RATIO, Dataset, DatasetKind, DatasetMeta
 
 DATA_KEYS = ("arr_0", "x", "images", "samples")
 LABEL_KEYS = ("labels", "y")
@@ -59,11 +65,44 @@ def _read(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
         raise ValueError(f"{path}[{key!r}]: cannot read array ({e}); save plain numeric arrays") from e
 
 
+_DAMAGED = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, zlib.error, NotImplementedError,
+            OverflowError, UnicodeDecodeError, SyntaxError)
+
+
+def _check_members(path: Path) -> None:
+    """Refuse archives whose members' headers promise other sizes than the members hold."""
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            if info.compress_type != zipfile.ZIP_STORED and info.file_size > DEFLATE_MAX_RATIO * info.compress_size + 1024:
+                raise ValueError(f"{path}[{info.filename!r}]: claims {info.file_size} bytes from {info.compress_size} "
+                                 "compressed, more than deflate can produce; the archive is damaged")
+            with zf.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(member)
+                header_bytes = member.tell()
+            need = math.prod(shape) * dtype.itemsize
+            if header_bytes + need != info.file_size:
+                raise ValueError(f"{path}[{info.filename!r}]: header says {dtype} {list(shape)} ({need} bytes) but the "
+                                 f"member holds {info.file_size - header_bytes}; the archive is damaged or truncated")
+
+
 def load_npz(path: Path, name: str) -> Dataset:
     """Load images or tabular samples (and optional labels) from an ``.npz`` file."""
     with open(path, "rb") as f:
         if f.read(2) != b"PK":
             raise ValueError(f"{path}: not an .npz (zip) archive; write one with np.savez(path, arr_0=x)")
+    try:
+        _check_members(path)
+        return _load_checked(path, name)
+    except _DAMAGED as e:
+        raise ValueError(f"{path}: damaged .npz archive ({type(e).__name__}: {str(e)[:200]}); rewrite it with "
+                         "np.savez(path, arr_0=x)") from e
+
+
+def _load_checked(path: Path, name: str) -> Dataset:
     with np.load(path, allow_pickle=False) as archive:
         keys = list(archive.files)
         data_key = next((k for k in DATA_KEYS if k in keys), None)
