@@ -4,6 +4,10 @@ KID is the unbiased estimate of the squared MMD with the polynomial kernel
 k(x, y) = (γ x·y + coef0)^degree, averaged over random equal-size subsets. The subset draws
 reproduce torch-fidelity's ``kid_features_to_metric`` exactly, so results agree with it to
 floating-point precision for the same seed and argument order.
+
+Subsets are drawn by row index, so permuting the rows of either set changes the subsets and the
+estimate (by its sampling error); identical inputs in the same order give identical values, e.g.
+the same images read from a PNG folder or from an ``.npz``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ distance from sample i to its k-th nearest neighbour in its own set (self exclud
     coverage  = mean_i [min_j d(real_i, fake_j) < r_real_i]                (Naeem et al. eq. 2)
 
 Distances are computed tile by tile (see :mod:`metrics.knn`), so nothing is O(N²) in memory.
+A pair's distance does not depend on its position in the tiling and bitwise-identical rows are at
+distance exactly 0, so the four values are exactly invariant to permuting the rows of either set,
+also when samples are exact copies of reference rows (which then tie with radii).
 For N = 50,000 per set and d = 2048 in float32 the footprint is the features (2 × 400 MB) plus,
 at the default ``chunk_size=2048``, about 100 MB of tiles (two float64 [2048, 2048] feature
 copies, one float64 [2048, 2048] Gram tile and its float32 distances) and O(N) accumulators.
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
-from metrics.knn import as_feature_tensor, distance_tiles, knn_radii, knn_radii_multi
+from metrics.knn import as_feature_tensor, distance_tiles, even_tile, knn_radii, row_ids, tile_knn_radii
 
 __all__ = ["METRIC", "compute_prdc", "compute_prdc_multi_k", "knn_radii"]
 
@@ -48,7 +51,8 @@ def compute_prdc_multi_k(
         pr_k: neighbourhood size for precision and recall (the harness default 3, as torch-fidelity
             and StyleGAN2-ADA ``pr50k3``).
         dc_k: neighbourhood size for density and coverage (5, as Naeem et al.).
-        chunk_size: tile side for the distance computation (memory/speed trade-off only).
+        chunk_size: largest tile side for the distance computation (memory/speed trade-off only;
+            see :func:`metrics.knn.even_tile`).
         device: where to compute; default: the real features' device (CPU for numpy).
     Returns:
         {"precision", "recall", "density", "coverage"} as floats; density lies in [0, N_real/dc_k],
@@ -72,15 +76,19 @@ def compute_prdc_multi_k(
     if real.dtype != fake.dtype:
         real, fake = real.double(), fake.double()
 
-    real_radii = knn_radii_multi(real, (pr_k, dc_k), chunk_size=chunk_size)
+    # One tile shape and one id space for all three distance passes: a pair of rows gets the
+    # same distance in each, and bitwise-identical rows within or across the sets get exactly 0.
+    tile = even_tile(max(real.shape[0], fake.shape[0]), chunk_size)
+    real_ids, fake_ids = row_ids(real, fake)
+    real_radii = tile_knn_radii(real, (pr_k, dc_k), tile, real_ids)
     real_r_pr, real_r_dc = real_radii[pr_k], real_radii[dc_k]
-    fake_r_pr = knn_radii(fake, pr_k, chunk_size=chunk_size)
+    fake_r_pr = tile_knn_radii(fake, (pr_k,), tile, fake_ids)[pr_k]
 
     fake_in_real = torch.zeros(fake.shape[0], dtype=torch.bool, device=real.device)
     fake_count = torch.zeros(fake.shape[0], dtype=torch.int64, device=real.device)
     real_in_fake = torch.zeros(real.shape[0], dtype=torch.bool, device=real.device)
     real_min = torch.full((real.shape[0],), float("inf"), dtype=real.dtype, device=real.device)
-    for rows, cols, dist in distance_tiles(real, fake, chunk_size):
+    for rows, cols, dist in distance_tiles(real, fake, tile, ids=(real_ids, fake_ids)):
         fake_in_real[cols] |= (dist < real_r_pr[rows, None]).any(dim=0)
         fake_count[cols] += (dist < real_r_dc[rows, None]).sum(dim=0)
         real_in_fake[rows] |= (dist < fake_r_pr[None, cols]).any(dim=1)
