@@ -17,9 +17,6 @@ from __future__ import annotations
 import functools
 import re
 
-from harness.datasets.base import Dataset, DatasetKind, DatasetLoader
-from harness.datasets.embedded import load_digits, load_fashion_mnist, load_mnist5k
-from harness.datasets.formats import ACCEPTED_FORMATS, load_path, looks_like_path
 from harness.core.densities import (
     EIGHT_GAUSSIANS_CENTERS,
     EIGHT_GAUSSIANS_STD,
@@ -29,7 +26,9 @@ from harness.core.densities import (
     gaussian_density,
 )
 from harness.core.registry import Registry
-from harness.datasets.base import DatasetMeta
+from harness.datasets.base import Dataset, DatasetKind, DatasetLoader, DatasetMeta
+from harness.datasets.embedded import load_digits, load_fashion_mnist, load_mnist5k
+from harness.datasets.formats import ACCEPTED_FORMATS, load_path, looks_like_path
 from harness.datasets.toys import TOYS_2D, load_gaussian, load_toy
 
 __all__ = [
