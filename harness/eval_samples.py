@@ -226,9 +226,12 @@ def score_datasets(
     *,
     reference_selection: dict[str, Any],
     progress: bool = True,
+    requested: tuple[str, ...] | None = (),
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any], bool]:
     """Features once per set, then every selected sample metric (``harness.planner``).
 
+    ``requested``: the metrics the user named (None: the default set), where they differ from
+    ``cfg.metrics`` (``genbench eval`` passes its sample metrics in ``cfg``); ``()``: ``cfg.metrics``.
     Returns (metrics, skipped, extractor protocol, whether the reference came from the cache).
     """
     extractor = build_extractor(cfg, samples)
@@ -243,7 +246,7 @@ def score_datasets(
     )
     inputs = feature_inputs(fake, real, extractor, seed=cfg.seed, samples=samples, reference=reference)
     metrics, skipped = run_metrics(cfg.selected(), inputs, cfg.options, replicates=cfg.replicates,
-                                   requested=cfg.metrics)
+                                   requested=cfg.metrics if requested == () else requested)
     return metrics, skipped, extractor.protocol(), real.cached
 
 

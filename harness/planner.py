@@ -109,8 +109,8 @@ def plan_model_metrics(requested: tuple[str, ...] | None, model: Any) -> tuple[l
     return run, skipped
 
 
-def data_need_missing(metric: Metric, inputs: MetricInputs, options: Any = None) -> str | None:
-    """Why ``inputs`` cannot feed ``metric`` (the first unmet data need, or too few rows), or None."""
+def data_need_missing(metric: Metric, inputs: MetricInputs) -> str | None:
+    """Why ``inputs`` cannot feed ``metric`` (the first unmet data need), or None."""
     for need in metric.needs:
         if need == "features" and inputs.fake_features is None:
             return "no features were extracted"
@@ -122,11 +122,15 @@ def data_need_missing(metric: Metric, inputs: MetricInputs, options: Any = None)
             return "the reference set has no mixture components (DatasetMeta.mixture)"
         if need == "density" and inputs.log_density is None:
             return "the reference set's density is not known (DatasetMeta.log_density)"
-    if metric.sample_only and options is not None and inputs.fake_features is not None:
-        fewest, have = metric.min_samples(options), min(inputs.n_fake, inputs.n_real)
-        if have < fewest:
-            return f"needs at least {fewest} rows per set, got {have}"
     return None
+
+
+def too_few_rows(metric: Metric, inputs: MetricInputs, options: Any) -> str | None:
+    """Why the sets are too small for sample metric ``metric`` (``Metric.min_samples``), or None."""
+    if not metric.sample_only or inputs.fake_features is None:
+        return None
+    fewest, have = metric.min_samples(options), min(inputs.n_fake, inputs.n_real)
+    return f"needs at least {fewest} rows per set, got {have}" if have < fewest else None
 
 
 def compute_metrics(selected: list[Metric], inputs: MetricInputs, options: Any, *, replicates: int = 0,
@@ -141,7 +145,11 @@ def compute_metrics(selected: list[Metric], inputs: MetricInputs, options: Any, 
     ran: list[Metric] = []
     skipped: dict[str, str] = {}
     for metric in chosen:
-        reason = data_need_missing(metric, inputs, options)
+        reason = data_need_missing(metric, inputs)
+        if reason is None and (reason := too_few_rows(metric, inputs, options)) is not None:
+            if requested is not None and metric.name in requested:
+                raise ValueError(f"too few rows for {metric.name}: it {reason}; draw more samples (--num-samples) "
+                                 "or drop it from --metrics")
         if reason is not None:
             if not _auto(metric) or (requested is not None and metric.name in requested):
                 skipped[metric.name] = reason

@@ -279,7 +279,7 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
             )
             try:
                 sample_metrics, sample_skipped, features, _ = score_datasets(
-                    sample_cfg, sample_set, data, reference_selection=selection, progress=progress
+                    sample_cfg, sample_set, data, reference_selection=selection, progress=progress, requested=cfg.metrics
                 )
             except FileNotFoundError as err:
                 from metrics.features.weights_lookup import WeightsNotFoundError

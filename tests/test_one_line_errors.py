@@ -140,3 +140,17 @@ def test_resuming_another_models_checkpoint_names_both_models(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1, err
     assert "trained with model 'vae-2d', not 'rectified-flow'" in err and "genbench train vae-2d" in err
     assert "cannot build" not in err
+
+
+def test_a_requested_metric_short_of_rows_is_an_error_and_an_unrequested_one_is_skipped(tmp_path, capsys):
+    import json
+
+    args = ["eval", "--model", "affine-flow", "--model-arg", "dim=2", "--dataset", "moons-test",
+            "--feature-extractor", "identity", "--num-samples", "5", "--replicates", "0", "--quiet"]
+    code, err = _run(capsys, *args, "--metrics", "fid,prdc")
+    assert code == 2 and err.count("\n") == 1 and "too few rows for prdc: it needs at least 6 rows per set, got 5" in err
+    out = tmp_path / "r.json"
+    code, err = _run(capsys, *args, "--json", str(out))
+    assert code == 0, err
+    record = json.loads(out.read_text())
+    assert record["skipped"]["prdc"] == "needs at least 6 rows per set, got 5" and "fid" in record["metrics"]
