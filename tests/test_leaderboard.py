@@ -209,10 +209,12 @@ def test_a_rerun_that_reproduces_a_record_keeps_the_stored_file(tmp_path, capsys
 def test_what_reproduces_a_record():
     base = {"run": {"id": "a", "wall_time_s": 1.0, "versions": {"torch": "2.14.1"}},
             "config": {"checkpoint": "/a/x.pt", "num_samples": 100},
+            "model": {"config": {"couplings": "/a/couplings/k1.npz"}},
             "metrics": {"fid": {"value": 1.5, "n": 100}, "samples_per_s": {"value": 10.0}},
             "leaderboard": {"train": {"checkpoint_sha256": "aa", "wall_time_s": 3.0}}}
     run_only = {"run": {"id": "b", "wall_time_s": 2.0, "versions": {"torch": "2.14.1"}},
                 "config": {"checkpoint": "/b/x.pt", "num_samples": 100},
+                "model": {"config": {"couplings": "rel/couplings/k1.npz"}},
                 "metrics": {"fid": {"value": 1.5 * (1 + 1e-12), "n": 100}, "samples_per_s": {"value": 99.0}},
                 "leaderboard": {"train": {"checkpoint_sha256": "bb", "wall_time_s": 9.0}}}
     assert reproduces(base, run_only)
@@ -228,6 +230,9 @@ def test_what_reproduces_a_record():
     extra = json.loads(json.dumps(run_only))
     extra["metrics"]["kid_mean"] = {"value": 0.1}
     assert not reproduces(base, extra)
+    other_couplings = json.loads(json.dumps(run_only))
+    other_couplings["model"]["config"]["couplings"] = "/a/couplings/k2.npz"  # another content key
+    assert not reproduces(base, other_couplings)
 
 
 def test_committed_tables_rebuild_byte_for_byte_from_committed_results(tmp_path):

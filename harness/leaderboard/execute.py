@@ -27,7 +27,8 @@ atomically.
 one (:func:`reproduces`: the same eval key, every metric value within :data:`REPRODUCED_RTOL`
 relative, the same protocol) keeps the stored file, and its sample file, byte for byte; what only
 describes the run (wall times, throughput, dates, run id, host, checkpoint paths and file hashes)
-is not compared. So the README's main job leaves a clean checkout. ``rewrite=True``
+is not compared, and files of the work folder are compared by name (their content key). So the
+README's main job leaves a clean checkout. ``rewrite=True``
 (``--rewrite-records``) writes every record anew.
 """
 
@@ -62,7 +63,9 @@ float reductions differ at ~1e-13 between thread counts, far below any metric's 
 _RUN_DESCRIPTION = frozenset({"wall_time_s", "created_utc", "checkpoint_sha256", "weights_sha256", "samples_per_s"})
 """Fields, at any depth, that describe the run rather than its result (``weights_sha256`` differs when
 float reductions do; the metrics decide)."""
-_RUN_PATHS = (("run", "id"), ("run", "git_sha"), ("run", "host"), ("config", "checkpoint"), ("model", "checkpoint"))
+_RUN_PATHS = (("run", "id"), ("run", "git_sha"), ("run", "host"))
+_WORK_FILES = (("config", "checkpoint"), ("model", "checkpoint"), ("model", "config", "couplings"))
+"""Files in the work folder, named by content key: compared by file name, not by where the folder is."""
 
 
 def _timing_keys() -> frozenset[str]:
@@ -77,6 +80,8 @@ def _result_part(record: Any, timing: frozenset[str], path: tuple[str, ...] = ()
         metrics = path[-1:] == ("metrics",)
         return {k: _result_part(v, timing, (*path, k)) for k, v in record.items()
                 if k not in _RUN_DESCRIPTION and (*path, k) not in _RUN_PATHS and not (metrics and k in timing)}
+    if path in _WORK_FILES and isinstance(record, str):
+        return Path(record).name
     if isinstance(record, list):
         return [_result_part(v, timing, path) for v in record]
     return record
