@@ -13,27 +13,11 @@ returned on save and recorded on load, beside :func:`weights_sha256`, the hash o
 (the file's hash changes with its metadata, e.g. the wall time of an otherwise identical training). Models saved elsewhere are evaluated with
 ``--entry module:factory`` instead.
 
-Memory is bounded too. ``weights_only`` stops code, not size: its allow-list includes callables that
-build objects far larger than the file (``_codecs.encode(x, "hex")`` doubles ``x``, so ~34 nested calls
-in a 1.7 KB file ask for ~24 GB; ``bytearray(n)``, ``torch.FloatTensor(n)`` and
-``torch.UntypedStorage(n)`` allocate ``n`` elements), and torch inflates deflate-compressed zip
-entries. Those callables cannot be given a budget from outside torch, so :func:`_preflight` checks the
-file before ``torch.load`` sees it:
-
-* it must be a zip archive (``torch.save``'s format since torch 1.6; the legacy non-zip format is not
-  read) with no compressed, duplicate or misplaced entries, and entries whose sizes add up to no more
-  than the file. torch checks each tensor's storage against its entry's size, so tensor data costs at
-  most the file size;
-* its ``data.pkl`` must be at most :data:`_MAX_PICKLE_BYTES` (genbench's is a few KB: tensor data
-  lives in other entries) and is walked opcode by opcode (:func:`pickletools.genops`) before it is
-  run: every ``GLOBAL`` must be one of :func:`_safe_globals`, the handful that ``save_checkpoint``
-  writes (``OrderedDict``, ``_rebuild_tensor_v2``, the storage types) and other size-neutral ones. The
-  weights-only unpickler accepts no other way of naming a global (no ``STACK_GLOBAL``, ``INST``), so
-  the scan sees everything it can call.
-
-What is left is pickle's linear overhead (tens of bytes of Python objects per opcode of
-``data.pkl``). Refusals are one-line ``ValueError`` messages naming the file, which the CLI prints
-with exit status 2.
+Memory is bounded too: :func:`_preflight` runs ``harness.core.torch_files.preflight`` before
+``torch.load`` sees the file (zip format only; the legacy non-zip format is not read): no
+compressed, duplicate or misplaced entries, entries that fit the file, a ``data.pkl`` of bounded
+size whose every ``GLOBAL`` is one of the handful ``save_checkpoint`` writes. Refusals are one-line
+``ValueError`` messages naming the file, which the CLI prints with exit status 2.
 """
 
 from __future__ import annotations
@@ -42,10 +26,8 @@ import hashlib
 import json
 import os
 import pickle
-import pickletools
 import re
 import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,22 +38,14 @@ from torch import Tensor
 
 from harness.core.atomic import atomic_open
 from harness.core.hashing import state_dict_sha256
+from harness.core.torch_files import UNREADABLE, preflight
 
 __all__ = ["FORMAT", "Checkpoint", "load_checkpoint", "save_checkpoint"]
 
 FORMAT = "genbench.checkpoint/1"
 _KEYS = ("format", "model", "config", "state_dict", "meta")
 _FOREIGN_HINT = "to evaluate a model saved elsewhere, pass `--entry module:factory` (a function that builds and loads it)"
-_UNREADABLE = "is not a readable torch file (corrupt or truncated, or not written by torch.save)"
-_MiB = 1 << 20
-_MAX_PICKLE_BYTES = 64 * _MiB
-# allowed by torch's weights-only unpickler, but able to allocate memory out of proportion to the file
-_AMPLIFIERS = {
-    "_codecs.encode": "nested calls multiply their input; the 'hex' codec doubles it at each level",
-    "builtins.bytearray": "bytearray(n) allocates n bytes",
-    "torch.storage.UntypedStorage": "it allocates a storage of any size the pickle asks for",
-    "torch.storage.TypedStorage": "it allocates a storage of any size the pickle asks for",
-}
+_UNREADABLE = UNREADABLE
 
 
 @dataclass(frozen=True)
@@ -135,100 +109,9 @@ def save_checkpoint(path: str | os.PathLike[str], *, model_name: str, config: Ma
     return _sha256(target)
 
 
-class _Refused(ValueError):
-    """A checkpoint refused by :func:`_check_globals` (as opposed to bytes pickletools cannot parse)."""
-
-
-def _safe_globals() -> frozenset[str]:
-    """The pickle globals a genbench checkpoint may name: what torch.save writes for tensors and
-    dicts (and Parameters, Size, device, dtypes, set, complex), none of which allocates more than
-    its arguments. Names are checked as written, before Python 2 renames (Python 3 names are never
-    renamed), which is also how torch's weights-only unpickler looks them up."""
-    names = {"collections.OrderedDict", "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
-             "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
-             "torch._tensor._rebuild_from_type_v2", "torch.nn.parameter.Parameter", "torch.Size", "torch.device",
-             "builtins.set", "builtins.complex"}
-    for name, value in vars(torch).items():
-        if isinstance(value, torch.dtype):
-            names.add(f"torch.{name}")  # e.g. torch.float32
-        elif isinstance(value, type) and name.endswith("Storage") and name not in ("TypedStorage", "UntypedStorage"):
-            names.add(f"torch.{name}")  # torch.FloatStorage ...: placeholders in persistent ids, never called
-    return frozenset(names)
-
-
-def _check_globals(path: Path, pickle_bytes: bytes, what: str) -> None:
-    """Walk ``pickle_bytes`` (up to its STOP) and refuse any GLOBAL outside :func:`_safe_globals`.
-
-    Raises _Refused for a refused global, and lets pickletools' ValueError through for bytes that
-    are not one well-formed pickle.
-    """
-    safe = _safe_globals()
-    for opcode, _, pos in pickletools.genops(pickle_bytes):
-        if opcode.name != "GLOBAL":
-            continue
-        # the two lines after the opcode, decoded as torch's unpickler decodes them
-        module, name = (part.decode("utf-8", "replace") for part in pickle_bytes[pos + 1:].split(b"\n", 2)[:2])
-        full = f"{module}.{name}"
-        if full in safe:
-            continue
-        if full in _AMPLIFIERS or (module == "torch" and name.endswith("Tensor")):
-            reason = _AMPLIFIERS.get(full, "it allocates a tensor of any size the pickle asks for")
-            raise _Refused(f"{path} is refused: its {what} uses {full}, which genbench checkpoints never contain and "
-                       f"which can build objects far larger than the file: {reason}")
-        raise _Refused(f"{path} is not a genbench checkpoint: it needs the Python object {full}, so it may contain "
-                       f"arbitrary code, and genbench never unpickles code; {_FOREIGN_HINT}")
-
-
 def _preflight(path: Path) -> None:
-    """Refuse, before torch.load, a file whose loading could take memory out of proportion to its size.
-
-    Raises:
-        ValueError: not a zip archive; compressed, duplicate or oversized entries; no or an
-            oversized data.pkl; a data.pkl that is not a pickle or names a global outside
-            :func:`_safe_globals`.
-    """
-    size = path.stat().st_size
-    if not zipfile.is_zipfile(path):
-        if size <= _MAX_PICKLE_BYTES:  # a bare pickle: name the global it needs, if any, as torch would
-            try:
-                _check_globals(path, path.read_bytes(), "pickle")
-            except _Refused:
-                raise
-            except ValueError:
-                pass  # not a pickle either
-        raise ValueError(f"{path} {_UNREADABLE}: not a zip archive (genbench checkpoints are torch.save zip files; "
-                         "the legacy non-zip format is not read)")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            entries = archive.infolist()
-            names = [e.filename for e in entries]
-            # torch's zip reader (miniz) finds entries case-insensitively, under the first entry's folder
-            if not entries or len({n.lower() for n in names}) != len(names):
-                raise ValueError(f"{path} {_UNREADABLE}: its zip archive is empty or has duplicate entries")
-            compressed = [e.filename for e in entries if e.compress_type != zipfile.ZIP_STORED]
-            if compressed:
-                raise ValueError(f"{path} is refused: zip entry {compressed[0]} is compressed (torch.save never "
-                                 "compresses, and a compressed entry can inflate to far more than the file)")
-            if min(e.header_offset for e in entries) != 0 or sum(e.file_size for e in entries) > size:
-                raise ValueError(f"{path} {_UNREADABLE}: its zip entries do not fit the file "
-                                 f"({sum(e.file_size for e in entries)} bytes declared in a {size}-byte file)")
-            wanted = f"{names[0].split('/', 1)[0]}/data.pkl"
-            pkl = next((e for e in entries if e.filename.lower() == wanted.lower()), None)
-            if pkl is None:
-                raise ValueError(f"{path} {_UNREADABLE}: its zip archive has no {wanted}")
-            if pkl.file_size > _MAX_PICKLE_BYTES:
-                raise ValueError(f"{path} is refused: its {pkl.filename} is {pkl.file_size / _MiB:.0f} MiB; a genbench "
-                                 f"checkpoint keeps tensor data outside it and needs far less than "
-                                 f"{_MAX_PICKLE_BYTES // _MiB} MiB")
-            pickle_bytes = archive.read(pkl)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as err:
-        raise ValueError(f"{path} {_UNREADABLE}: {type(err).__name__}: {str(err)[:200]}") from err
-    try:
-        _check_globals(path, pickle_bytes, pkl.filename)
-    except _Refused:
-        raise
-    except ValueError as err:
-        raise ValueError(f"{path} {_UNREADABLE}: its {pkl.filename} is not a pickle ({str(err)[:200]})") from err
+    """``harness.core.torch_files.preflight`` for genbench checkpoints (zip format only)."""
+    preflight(path, kind="genbench checkpoint", hint=_FOREIGN_HINT, allow_legacy=False)
 
 
 def _read(path: Path) -> Any:

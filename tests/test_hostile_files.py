@@ -141,6 +141,14 @@ for kind, target in json.loads(sys.argv[1]):
                 load_dataset(target)
             elif kind == "checkpoint":
                 load_checkpoint(target)
+            elif kind == "weights":  # a feature network's state dict, zip or legacy format
+                from pathlib import Path
+                from harness.core.torch_files import preflight
+                preflight(Path(target), kind="weights file", hint="save a state dict", allow_legacy=True)
+                torch.load(target, map_location="cpu", weights_only=True)
+            elif kind == "inception-cli":
+                result["rc"] = main(["eval-samples", "--samples", "digits-test", "--reference", "digits-test",
+                                     "--num-samples", "20", "--metrics", "fid", "--inception-weights", target, "--quiet"])
             else:
                 result["rc"] = main(["eval", "--checkpoint", target, "--dataset", target])
     except BaseException as err:
@@ -360,3 +368,47 @@ def test_checkpoint_zip_refusals(tmp_path: Path) -> None:
     torch.save({"format": "genbench.checkpoint/1"}, legacy, _use_new_zipfile_serialization=False)
     with pytest.raises(ValueError, match=r"legacy\.pt is not a readable torch file .*not a zip archive"):
         load_checkpoint(legacy)
+
+
+# --------------------------------------------------------------------------- feature-network weights
+
+
+def _legacy_state_dict(path: Path, numel: int = 70_000) -> bytes:
+    torch.save({"w": torch.arange(numel, dtype=torch.float32)}, path, _use_new_zipfile_serialization=False)
+    return path.read_bytes()
+
+
+def _with_storage_numel(raw: bytes, numel: int, declared: int) -> bytes:
+    """``raw`` (legacy format) with the storage id's element count set to ``declared``: the first
+    4-byte BININT equal to ``numel`` in the object pickle is the persistent id's (its size tuple follows)."""
+    offset = 0
+    for _ in range(3):  # magic, protocol, system info
+        offset += max(pos for _, _, pos in pickletools.genops(raw[offset:])) + 1
+    for opcode, arg, pos in pickletools.genops(raw[offset:]):
+        if opcode.name == "BININT" and arg == numel:
+            at = offset + pos + 1
+            return raw[:at] + declared.to_bytes(4, "little", signed=True) + raw[at + 4:]
+    raise AssertionError("no 4-byte element count in the pickle")
+
+
+def test_legacy_format_weights_load_and_hostile_ones_are_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """Feature weights may be in torch's legacy (pre-1.6) format, which allocates each storage at the
+    size its pickle declares before reading: a genuine file loads; one declaring 8 GiB of storage in
+    280 KB, or naming _codecs.encode, is refused before torch.load, also through --inception-weights."""
+    genuine = tmp_path / "legacy.pth"
+    raw = _legacy_state_dict(genuine)
+    huge = tmp_path / "huge-storage.pth"
+    huge.write_bytes(_with_storage_numel(raw, 70_000, 2**31 - 1))
+    nested = tmp_path / "nested-legacy.pth"
+    nested.write_bytes(nested_encode_pickle())
+    cli = tmp_path / "inception.pth"
+    cli.write_bytes(huge.read_bytes())
+    results = load_capped(("weights", genuine), ("weights", huge), ("weights", nested), ("inception-cli", cli))
+    assert results[0]["error"] is None, results[0]
+    assert_refused_fast(results[1], huge, "storages declare 8589934588 bytes")
+    assert_refused_fast(results[2], nested, "uses _codecs.encode")
+    cli_result = results[3]
+    assert cli_result["error"] is None and cli_result["rc"] == 2, cli_result
+    assert cli_result["rss_growth"] < MAX_RSS_GROWTH, cli_result
+    lines = cli_result["stderr"].strip().splitlines()
+    assert len(lines) == 1 and "inception.pth is refused: its storages declare" in lines[0], lines

@@ -27,6 +27,7 @@ import logging
 import os
 from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -190,10 +191,19 @@ def _load_network(weights: ResolvedWeights) -> torch.nn.Module:
 def _check_state_dict(weights: ResolvedWeights) -> None:
     """Raise :class:`WeightsLoadError` unless ``weights.path`` is a plain-tensor ``torch.save`` dict.
 
-    Loads with ``weights_only=True``: a clear error for files that are not checkpoints, and no
-    pickled code ever runs (torch-fidelity itself then loads the vetted file with weights_only=False).
+    Checked first by ``harness.core.torch_files.preflight`` (zip or legacy format: only tensor
+    globals, storages no larger than the file), then loaded with ``weights_only=True``: a clear
+    error for files that are not state dicts, no pickled code ever runs and no small file can ask
+    for a large allocation (torch-fidelity itself then loads the vetted file with weights_only=False).
     """
+    from harness.core.torch_files import preflight
+
     path = weights.path
+    try:
+        preflight(Path(path), kind="Inception weights file", allow_legacy=True,
+                  hint="expected a PyTorch state dict saved with torch.save, e.g. weights-inception-2015-12-05-6726825d.pth")
+    except ValueError as err:
+        raise WeightsLoadError(f"Inception weights (from {weights.source}): {err}") from err
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt files (UnpicklingError, RuntimeError, ...)
