@@ -7,8 +7,9 @@ intercept FD∞ is the effectively unbiased estimate. Here the N_j are 15 values
 n/10 to n (the paper's ratio) for n generated rows; each FID_N uses a seeded random subset of N
 generated rows (without replacement) against the full reference statistics.
 
-The value is an extrapolation: its record holds the 15 (N, FD_N) points, the slope b and the least
-squares standard error of the intercept (``fit_stderr``, from the residuals; not a sampling spread).
+The value is an extrapolation: its record holds the 15 (N, FD_N) points, the slope b, the fit's
+residual (root mean square, ``fit_residual_rms``) and the least squares standard error of the
+intercept (``fit_stderr``, from the residuals; not a sampling spread).
 Cost: 15 covariances of up to n rows and 15 Fréchet distances (O(15 (n d² + d³))).
 """
 
@@ -40,7 +41,7 @@ def fd_infinity(fake: np.ndarray, real_mean: np.ndarray, real_cov: np.ndarray, *
                 min_fraction: float = MIN_FRACTION) -> dict[str, Any]:
     """FD∞ of generated rows ``fake`` [n, d] against N(real_mean, real_cov) (Chong & Forsyth 2020, sec. 3.1).
 
-    Returns {"value", "ns", "fd_values", "slope", "fit_stderr"}; the N are ``points`` integers evenly
+    Returns {"value", "ns", "fd_values", "slope", "fit_stderr", "fit_residual_rms"}; the N are ``points`` integers evenly
     spaced from ``min_fraction`` · n to n (at least 2 rows, distinct).
     """
     x = torch.as_tensor(np.asarray(fake), dtype=torch.float64)
@@ -59,7 +60,7 @@ def fd_infinity(fake: np.ndarray, real_mean: np.ndarray, real_cov: np.ndarray, *
     sigma2 = float(residual[0]) / dof if len(residual) and dof > 0 else 0.0
     stderr = math.sqrt(sigma2 * np.linalg.inv(design.T @ design)[0, 0])
     return {"value": float(coef[0]), "ns": ns, "fd_values": [float(v) for v in fds], "slope": float(coef[1]),
-            "fit_stderr": stderr}
+            "fit_stderr": stderr, "fit_residual_rms": math.sqrt(float(residual[0]) / len(ns)) if len(residual) else 0.0}
 
 
 def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
@@ -80,7 +81,7 @@ METRIC = Metric(
     name="fd_inf",
     keys=(MetricKey("fd_inf", "FD∞", higher_is_better=False, gate="none",
                     gate_reason="an extrapolation from 15 FDs; its fit stderr is not a sampling spread",
-                    measured=frozenset({"ns", "fd_values", "slope", "fit_stderr"})),),
+                    measured=frozenset({"ns", "fd_values", "slope", "fit_stderr", "fit_residual_rms"})),),
     needs=("features",),
     description="FD extrapolated to infinite samples: intercept of FD_N vs 1/N over 15 N from n/10 to n (runs when asked for)",
     reference="Chong & Forsyth 2020, sec. 3.1",

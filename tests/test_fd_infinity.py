@@ -46,4 +46,4 @@ def test_eval_samples_records_the_points_of_the_fit(tmp_path):
                  "--num-samples", "300", "--metrics", "fid,fd_inf", "--json", str(out), "--quiet"]) == 0
     entry = json.loads(out.read_text())["metrics"]["fd_inf"]
     assert len(entry["ns"]) == len(entry["fd_values"]) == 15 and entry["label"] == "FD[identity]∞"
-    assert entry["fit_stderr"] >= 0 and "uncertainty" not in entry
+    assert entry["fit_stderr"] >= 0 and entry["fit_residual_rms"] >= 0 and "uncertainty" not in entry
