@@ -21,6 +21,7 @@ for _name, _module, _description in (
     ("mmd", "metrics.mmd", "unbiased MMD² with multi-scale Gaussian kernels (O(n²); runs when asked for)"),
     ("sw2", "metrics.sliced_wasserstein", "sliced Wasserstein-2 distance over random projections (runs when asked for)"),
     ("fd_inf", "metrics.fd_infinity", "FD extrapolated to infinitely many samples from 15 sample counts (runs when asked for)"),
+    ("prd", "metrics.prd", "PRD curve (Sajjadi et al. 2018) from k-means histograms, F8 and F1/8 (runs when asked for)"),
     ("cmmd", "metrics.cmmd", "CMMD: Gaussian-RBF MMD² (sigma 10) x 1000, biased estimator as the reference (runs when asked for)"),
     ("vendi", "metrics.vendi", "Vendi score: effective number of distinct generated samples, cosine kernel (runs when asked for)"),
     ("modes", "metrics.modes", "modes covered, high-quality fraction, reverse KL (reference with mixture components)"),
