@@ -198,7 +198,8 @@ def feature_inputs(fake: FeatureSet, real: FeatureSet, extractor: FeatureExtract
     generated set's logits, its raw rows (tabular data) and what is known of the reference's distribution."""
     return MetricInputs(
         seed=seed, fake_features=fake.features, real_features=real.features,
-        fake_stats=(fake.stats.mean, fake.stats.cov), real_stats=(real.stats.mean, real.stats.cov),
+        fake_stats=(fake.stats.mean, fake.stats.cov) if fake.stats is not None else None,
+        real_stats=(real.stats.mean, real.stats.cov) if real.stats is not None else None,
         fake_logits=fake.logits, feature_extractor=extractor.name, feature_dim=extractor.feature_dim,
         samples=samples.x if samples is not None and samples.kind == "tabular" else None,
         mixture=reference.meta.mixture if reference is not None else None,
@@ -235,7 +236,9 @@ def score_datasets(
     Returns (metrics, skipped, extractor protocol, whether the reference came from the cache).
     """
     extractor = build_extractor(cfg, samples)
-    fake = extract_features(samples, extractor, batch_size=cfg.batch_size, desc="features samples", progress=progress)
+    gaussian = any(m.uses_gaussian_fit for m in cfg.selected())  # else the [d, d] sums are never allocated
+    fake = extract_features(samples, extractor, batch_size=cfg.batch_size, desc="features samples", progress=progress,
+                            gaussian=gaussian)
     real = extract_reference_features(
         reference,
         extractor,
@@ -243,6 +246,7 @@ def score_datasets(
         batch_size=cfg.batch_size,
         use_cache=cfg.use_cache,
         progress=progress,
+        gaussian=gaussian,
     )
     inputs = feature_inputs(fake, real, extractor, seed=cfg.seed, samples=samples, reference=reference)
     metrics, skipped = run_metrics(cfg.selected(), inputs, cfg.options, replicates=cfg.replicates,

@@ -36,13 +36,14 @@ class FeatureSet:
     Attributes:
         features: float32 [N, d] (kept for KID and the k-NN metrics).
         logits: float32 [N, K] class logits, or None when the extractor has none.
-        stats: float64 streaming mean and covariance of ``features`` (for FID).
+        stats: float64 streaming mean and covariance of ``features`` (for FID), or None when no
+            requested metric uses it (its [d, d] sums are then never allocated).
         cached: whether this came from the cache.
     """
 
     features: np.ndarray
     logits: np.ndarray | None
-    stats: GaussianStats
+    stats: GaussianStats | None
     cached: bool = False
 
 
@@ -53,12 +54,14 @@ def extract_features(
     batch_size: int,
     desc: str,
     progress: bool = True,
+    gaussian: bool = True,
 ) -> FeatureSet:
-    """Run ``extractor`` over ``data.x`` in batches; fail on non-finite features."""
+    """Run ``extractor`` over ``data.x`` in batches; fail on non-finite features. ``gaussian``:
+    also stream the mean and covariance (``FeatureSet.stats``)."""
     n = len(data)
     features = np.empty((n, extractor.feature_dim), dtype=np.float32)
     logits = np.empty((n, extractor.num_classes), dtype=np.float32) if extractor.num_classes else None
-    stats = GaussianStats()
+    stats = GaussianStats() if gaussian else None
     with torch.inference_mode():
         phase(f"{desc}: {n} rows through {extractor.name}")
         for start in progress_iter(range(0, n, batch_size), total=-(-n // batch_size), desc=desc, bar=progress):
@@ -72,7 +75,8 @@ def extract_features(
                     "and the extractor weights"
                 )
             features[start : start + len(batch)] = feats
-            stats.update(feats)
+            if stats is not None:
+                stats.update(feats)
             if logits is not None:
                 logits[start : start + len(batch)] = out["logits"].detach().to("cpu", torch.float32).numpy()
     return FeatureSet(features=features, logits=logits, stats=stats)
@@ -96,25 +100,30 @@ def extract_reference_features(
     batch_size: int,
     use_cache: bool = True,
     progress: bool = True,
+    gaussian: bool = True,
 ) -> FeatureSet:
     """Like ``extract_features`` but served from, and written to, the content-addressed cache."""
     description = reference_cache_description(data, extractor, selection)
+    if not gaussian:
+        description["gaussian"] = False  # an entry without the [d, d] sums is another entry
     key = cache.cache_key(description)
     if use_cache:
-        hit = cache.load(CACHE_KIND, key, required=("features", "logits", "stats_n", "stats_shift", "stats_sum",
-                                                    "stats_sum_outer"))
+        stats_keys = ("stats_n", "stats_shift", "stats_sum", "stats_sum_outer") if gaussian else ()
+        hit = cache.load(CACHE_KIND, key, required=("features", "logits", *stats_keys))
         if hit is not None and hit["features"].shape == (len(data), extractor.feature_dim):
             log.info("reference features for %s served from cache %s", data.name, key[:12])
             logits = hit.get("logits")
             return FeatureSet(
                 features=hit["features"],
                 logits=logits if logits is not None and logits.size else None,
-                stats=GaussianStats.from_dict({k[6:]: v for k, v in hit.items() if k.startswith("stats_")}),
+                stats=GaussianStats.from_dict({k[6:]: v for k, v in hit.items() if k.startswith("stats_")}) if gaussian else None,
                 cached=True,
             )
-    result = extract_features(data, extractor, batch_size=batch_size, desc=f"features {data.name}", progress=progress)
+    result = extract_features(data, extractor, batch_size=batch_size, desc=f"features {data.name}", progress=progress,
+                              gaussian=gaussian)
     if use_cache:
         arrays = {"features": result.features, "logits": result.logits if result.logits is not None else np.empty(0)}
-        arrays.update({f"stats_{k}": np.asarray(v) for k, v in result.stats.to_dict().items()})
+        if result.stats is not None:
+            arrays.update({f"stats_{k}": np.asarray(v) for k, v in result.stats.to_dict().items()})
         cache.store(CACHE_KIND, key, arrays, description)
     return result

@@ -89,4 +89,5 @@ METRIC = Metric(
     min_samples=lambda options: 30,
     uncertainty="none",
     default=False,
+    uses_gaussian_fit=True,
 )

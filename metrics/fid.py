@@ -274,4 +274,5 @@ METRIC = Metric(
     reference="Heusel et al. 2017, eq. 6",
     compute=_compute,
     uncertainty="half-sample",
+    uses_gaussian_fit=True,
 )

@@ -219,3 +219,28 @@ def test_record_json_is_stable_text(tmp_path):
     text = out.read_text()
     assert text.endswith("\n")
     assert json.loads(text)["schema"] == "genbench.record/2"
+
+
+def test_the_gaussian_fit_is_streamed_only_for_metrics_that_read_it(tmp_path, monkeypatch):
+    """FD's [d, d] float64 sums are allocated only when a requested metric reads them: rows of
+    d = 100,000 with --metrics prdc,kid would otherwise ask for 74.5 GiB."""
+    import harness.features as features
+
+    made = []
+    real_stats = features.GaussianStats
+
+    def counted():
+        made.append(1)
+        return real_stats()
+
+    monkeypatch.setattr(features, "GaussianStats", counted)
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        np.savez(tmp_path / f"{name}.npz", x=rng.normal(size=(10, 100_000)).astype(np.float32))
+    args = ["eval-samples", "--samples", str(tmp_path / "a.npz"), "--reference", str(tmp_path / "b.npz"),
+            "--feature-extractor", "identity", "--replicates", "0", "--no-cache", "--quiet"]
+    assert main([*args, "--metrics", "prdc,kid", "--json", str(tmp_path / "r.json")]) == 0
+    assert made == [] and "precision" in json.loads((tmp_path / "r.json").read_text())["metrics"]
+    small = ["--samples", "moons-test", "--reference", "moons-train", "--num-samples", "50"]
+    assert main([*args[:1], *small, *args[5:], "--metrics", "fid"]) == 0
+    assert len(made) == 2  # one fit per set when FD is asked for

@@ -250,6 +250,8 @@ class Metric:
             NFE; its throughput still is measured): a requested metric whose model has a reason is
             an error before any work; an unrequested one runs, and the reason is recorded under
             ``skipped``.
+        uses_gaussian_fit: reads the sets' streamed mean and covariance (``fake_stats``/``real_stats``);
+            when no selected metric does, extraction never allocates their [d, d] sums.
         replicate_options: for half-sample metrics, ``(options, full inputs, m, m_ref)`` -> the options
             a replicate of ``m`` generated and ``m_ref`` reference rows runs with (e.g. KID's subset
             size capped at m); default: the run's own.
@@ -267,6 +269,7 @@ class Metric:
     default: bool = True
     partial_support: Callable[[Any], str | None] | None = None
     replicate_options: Callable[[Any, MetricInputs, int, int], Any] | None = None
+    uses_gaussian_fit: bool = False
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.needs if n not in NEEDS]
