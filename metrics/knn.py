@@ -27,6 +27,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from harness.core.heartbeat import progress
+
 __all__ = ["as_feature_tensor", "distance_tiles", "even_tile", "knn_radii", "knn_radii_multi", "row_ids",
            "tile_knn_radii"]
 
@@ -102,7 +104,10 @@ def distance_tiles(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     x_sq, y_sq = _squared_norms(x, chunk_size), _squared_norms(y, chunk_size)
-    for r0 in range(0, x.shape[0], chunk_size):
+    row_starts = range(0, x.shape[0], chunk_size)
+    # a progress line every 30 s in logs (harness.core.heartbeat): a 50,000-row pass takes minutes
+    for r0 in progress(row_starts, total=len(row_starts), desc=f"k-NN distances {x.shape[0]} x {y.shape[0]}",
+                       unit="row tile"):
         rows = slice(r0, min(r0 + chunk_size, x.shape[0]))
         x_tile = _padded(x, rows, chunk_size)
         for c0 in range(0, y.shape[0], chunk_size):

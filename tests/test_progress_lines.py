@@ -67,3 +67,21 @@ rows:
                  "--work-dir", str(tmp_path / "w")]) == 0
     err = capsys.readouterr().err
     assert "train fm-ot: step 40/40 (100%)" in err and "computing fid" in err and "beat/fm seed 0" in err
+
+
+def test_a_long_k_nn_pass_prints_progress_lines(monkeypatch, capsys):
+    """The k-NN passes of precision/recall/density/coverage take minutes at 50,000 rows: in a log
+    they print a line every 30 s (here the clock advances 40 s per reading)."""
+    import numpy as np
+
+    from metrics.knn import knn_radii_multi
+
+    clock = iter(range(0, 100_000, 40))
+    monkeypatch.setattr(heartbeat.time, "monotonic", lambda: next(clock))
+    heartbeat.set_log_lines(True)
+    try:
+        knn_radii_multi(np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32), (3,), chunk_size=64)
+    finally:
+        heartbeat.set_log_lines(False)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("k-NN distances 300 x 300")]
+    assert lines and lines[-1].startswith("k-NN distances 300 x 300: row tile 5/5 (100%)"), lines
