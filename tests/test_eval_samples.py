@@ -244,3 +244,24 @@ def test_the_gaussian_fit_is_streamed_only_for_metrics_that_read_it(tmp_path, mo
     small = ["--samples", "moons-test", "--reference", "moons-train", "--num-samples", "50"]
     assert main([*args[:1], *small, *args[5:], "--metrics", "fid"]) == 0
     assert len(made) == 2  # one fit per set when FD is asked for
+
+
+def test_every_metric_in_one_run_reads_one_feature_pass_per_set(tmp_path, monkeypatch):
+    """Ten sample metrics in one eval-samples run: the extractor runs over each set once."""
+    from metrics.features.identity import IdentityExtractor
+
+    calls = []
+    forward = IdentityExtractor.__call__
+
+    def counted(self, batch):
+        calls.append(len(batch))
+        return forward(self, batch)
+
+    monkeypatch.setattr(IdentityExtractor, "__call__", counted)
+    out = tmp_path / "r.json"
+    assert main(["eval-samples", "--samples", "moons-test", "--reference", "moons-train", "--num-samples", "200",
+                 "--feature-extractor", "identity", "--batch-size", "50", "--no-cache", "--replicates", "2",
+                 "--metrics", "fid,kid,prdc,energy,mmd,sw2,fd_inf,prd,cmmd,vendi", "--json", str(out), "--quiet"]) == 0
+    assert calls == [50] * 8  # 200 generated + 200 reference rows, in batches of 50, once each
+    metrics = json.loads(out.read_text())["metrics"]
+    assert {"fid", "kid_mean", "precision", "energy_distance", "mmd2", "sw2", "fd_inf", "prd_f8", "cmmd", "vendi"} <= set(metrics)
