@@ -22,8 +22,8 @@ from harness.core.metric import Metric, MetricInputs
 from harness.core.options import RESIZE_PROTOCOLS, MetricOptions, SampleMetricOptions
 from harness.datasets import Dataset, load_dataset
 from harness.features import FeatureSet, extract_features, extract_reference_features
-from harness.planner import compute_metrics as run_metrics
 from harness.planner import check_metric_names, metric_named, sample_metrics
+from harness.planner import compute_metrics as run_metrics
 from harness.store.records import SCHEMA, run_info
 from metrics.features import FeatureExtractor, get_feature_extractor
 from metrics.fid import STANDARD_EXTRACTOR
@@ -41,7 +41,8 @@ class SampleEvalConfig:
     meet; ``sample_metrics`` holds the estimators' settings (``kid_subset_size=None`` means
     min(1000, n_samples, n_reference), the value used is recorded). ``replicates`` half-sample
     replicates estimate each metric's standard error for drift checks (``harness.core.stats``);
-    0 disables them.
+    0 disables them. ``train``: the model's training set, for the memorisation tests (the
+    reference is then the held-out set); all its rows are used.
     """
 
     samples: str
@@ -57,6 +58,7 @@ class SampleEvalConfig:
     sample_metrics: SampleMetricOptions = field(default_factory=SampleMetricOptions)
     use_cache: bool = True
     replicates: int = 10
+    train: str | None = None
 
     def __post_init__(self) -> None:
         if self.metrics is not None:
@@ -104,6 +106,7 @@ class _Plan:
     samples: Dataset
     reference: Dataset
     selection: dict[str, dict[str, Any]] = field(default_factory=dict)
+    train: Dataset | None = None
 
 
 def minimum_samples(cfg: SampleEvalConfig) -> dict[str, int]:
@@ -170,7 +173,14 @@ def plan(cfg: SampleEvalConfig) -> _Plan:
         if short:
             detail = ", ".join(f"{m} needs at least {k}" for m, k in short.items())
             raise ValueError(f"too few {role}: {len(data)} in {data.name!r}; {detail}")
-    return _Plan(samples=samples, reference=reference, selection={"samples": sel_s, "reference": sel_r})
+    train = None
+    if cfg.train is not None:
+        train = load_dataset(cfg.train, seed=cfg.seed + 2)
+        check_values(train, "train")
+        if train.kind != samples.kind or train.x.shape[1:] != samples.x.shape[1:]:
+            raise ValueError(f"--train {cfg.train!r} holds {train.kind} rows {train.x.shape[1:]} but the samples are "
+                             f"{samples.kind} {samples.x.shape[1:]}; give the model's training set")
+    return _Plan(samples=samples, reference=reference, selection={"samples": sel_s, "reference": sel_r}, train=train)
 
 
 def build_extractor(cfg: SampleEvalConfig, data: Dataset) -> FeatureExtractor:
@@ -193,7 +203,8 @@ def build_extractor(cfg: SampleEvalConfig, data: Dataset) -> FeatureExtractor:
 
 
 def feature_inputs(fake: FeatureSet, real: FeatureSet, extractor: FeatureExtractor, *, seed: int,
-                   samples: Dataset | None = None, reference: Dataset | None = None) -> MetricInputs:
+                   samples: Dataset | None = None, reference: Dataset | None = None,
+                   train: FeatureSet | None = None) -> MetricInputs:
     """What the sample metrics read: both feature sets (with their streamed Gaussian fits), the
     generated set's logits, its raw rows (tabular data) and what is known of the reference's distribution."""
     return MetricInputs(
@@ -204,6 +215,7 @@ def feature_inputs(fake: FeatureSet, real: FeatureSet, extractor: FeatureExtract
         samples=samples.x if samples is not None and samples.kind == "tabular" else None,
         mixture=reference.meta.mixture if reference is not None else None,
         log_density=reference.meta.log_density if reference is not None else None,
+        train_features=train.features if train is not None else None,
     )
 
 
@@ -228,6 +240,7 @@ def score_datasets(
     reference_selection: dict[str, Any],
     progress: bool = True,
     requested: tuple[str, ...] | None = (),
+    train: Dataset | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, Any], bool]:
     """Features once per set, then every selected sample metric (``harness.planner``).
 
@@ -248,7 +261,11 @@ def score_datasets(
         progress=progress,
         gaussian=gaussian,
     )
-    inputs = feature_inputs(fake, real, extractor, seed=cfg.seed, samples=samples, reference=reference)
+    train_features = None if train is None else extract_reference_features(
+        train, extractor, selection={"n_total": len(train), "n_used": len(train), "rule": "all rows"},
+        batch_size=cfg.batch_size, use_cache=cfg.use_cache, progress=progress, gaussian=False)
+    inputs = feature_inputs(fake, real, extractor, seed=cfg.seed, samples=samples, reference=reference,
+                            train=train_features)
     metrics, skipped = run_metrics(cfg.selected(), inputs, cfg.options, replicates=cfg.replicates,
                                    requested=cfg.metrics if requested == () else requested)
     return metrics, skipped, extractor.protocol(), real.cached
@@ -259,17 +276,21 @@ def evaluate_samples(cfg: SampleEvalConfig, *, progress: bool = True, argv: list
     start = time.perf_counter()
     p = plan(cfg)
     metrics, skipped, features, cached = score_datasets(
-        cfg, p.samples, p.reference, reference_selection=p.selection["reference"], progress=progress
+        cfg, p.samples, p.reference, reference_selection=p.selection["reference"], progress=progress, train=p.train
     )
+    data = {
+        "samples": describe_dataset(p.samples, cfg.samples, p.selection["samples"]),
+        "reference": {**describe_dataset(p.reference, cfg.reference, p.selection["reference"]), "features_cached": cached},
+    }
+    if p.train is not None:
+        data["train"] = describe_dataset(p.train, cfg.train, {"n_total": len(p.train), "n_used": len(p.train),
+                                                              "rule": "all rows"})
     return {
         "schema": SCHEMA,
         "kind": "eval-samples",
         "run": run_info(device=cfg.device, wall_time_s=time.perf_counter() - start, argv=argv),
         "config": asdict(cfg),
-        "data": {
-            "samples": describe_dataset(p.samples, cfg.samples, p.selection["samples"]),
-            "reference": {**describe_dataset(p.reference, cfg.reference, p.selection["reference"]), "features_cached": cached},
-        },
+        "data": data,
         "features": features,
         "metrics": metrics,
         "skipped": skipped,

@@ -23,10 +23,10 @@ from harness.core.stats import half_sample_rows, half_sample_uncertainty
 
 log = logging.getLogger(__name__)
 
-AUTO_NEEDS = frozenset({"mixture", "density"})
+AUTO_NEEDS = frozenset({"mixture", "density", "train"})
 """A default metric whose needs include one of these runs whenever they are met, requested or not:
 they depend on what is known about the reference data (its mixture components, its exact
-density), not on the user's choice."""
+density, the model's training set given with ``--train``), not on the user's choice."""
 
 
 def registered() -> list[Metric]:
@@ -122,6 +122,8 @@ def data_need_missing(metric: Metric, inputs: MetricInputs) -> str | None:
             return "the reference set has no mixture components (DatasetMeta.mixture)"
         if need == "density" and inputs.log_density is None:
             return "the reference set's density is not known (DatasetMeta.log_density)"
+        if need == "train" and inputs.train_features is None:
+            return "no training set was given (eval-samples --train DATA; the reference is then the held-out set)"
     return None
 
 

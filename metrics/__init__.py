@@ -25,6 +25,8 @@ for _name, _module, _description in (
     ("cmmd", "metrics.cmmd", "CMMD: Gaussian-RBF MMD² (sigma 10) x 1000, biased estimator as the reference (runs when asked for)"),
     ("vendi", "metrics.vendi", "Vendi score: effective number of distinct generated samples, cosine kernel (runs when asked for)"),
     ("modes", "metrics.modes", "modes covered, high-quality fraction, reverse KL (reference with mixture components)"),
+    ("ct_test", "metrics.data_copying", "C_T data-copying test against the training set (runs when --train is given)"),
+    ("authenticity", "metrics.authenticity", "fraction of samples that are not near-copies of a training row (runs with --train)"),
     ("data_xent", "metrics.data_xent", "cross-entropy of the samples under the data's known density, bits/dim"),
     ("bpd", "metrics.nll", "bits/dim: exact log-likelihood, or the probability-flow ODE"),
     ("elbo_bpd", "metrics.elbo", "bits/dim upper bound from the ELBO"),

@@ -23,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("--samples", required=True, metavar="X", help="generated samples")
     p.add_argument("--reference", required=True, metavar="Y", help="reference (real) data")
+    p.add_argument("--train", default=None, metavar="T",
+                   help="the model's training set: adds the memorisation tests (C_T data-copying, authenticity), "
+                   "with Y as the held-out set")
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated metric names, of {','.join(metric_names())} those two sample sets "
                         "allow (`genbench ls metrics`; default: every default metric the data allow)")
@@ -134,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         sample_metrics=collect(args, SampleMetricOptions),
         use_cache=not args.no_cache,
         replicates=replicates(args),
+        train=args.train,
     )
     if args.json:
         check_output_path(args.json)

@@ -33,6 +33,7 @@ NEEDS: dict[str, str] = {
     "samples": "the generated rows themselves (tabular data)",
     "mixture": "a reference set with known mixture components (DatasetMeta.mixture)",
     "density": "a reference set whose exact log density is known (DatasetMeta.log_density)",
+    "train": "features of the model's training set (eval-samples --train)",
     "model:Sampler": "a model implementing Sampler",
     "model:LogLikelihood|ProbabilityFlow": "a model implementing LogLikelihood or ProbabilityFlow",
     "model:LowerBound": "a model implementing LowerBound",
@@ -43,7 +44,7 @@ NEEDS: dict[str, str] = {
 }
 """Every need a metric may declare, with the words the planner uses when it is missing."""
 
-SAMPLE_NEEDS = frozenset({"features", "logits", "samples", "mixture", "density"})
+SAMPLE_NEEDS = frozenset({"features", "logits", "samples", "mixture", "density", "train"})
 """Needs met by two sample sets alone (``genbench eval-samples``)."""
 
 ENTRY_MEASURED = frozenset({"value", "value_reason", "uncertainty", "stderr", "block_means"})
@@ -153,6 +154,8 @@ class MetricInputs:
         mixture: the reference set's mixture components (``GaussianMixture``), or None.
         log_density: the reference distribution's exact log density in nats, float64 [N] of rows
             [N, D] (``DatasetMeta.log_density``), or None.
+        train_features: float32 [n_train, d] features of the model's training set, same extractor,
+            or None (the memorisation tests need them; the reference is then the held-out set).
         feature_extractor: name of the extractor behind the features.
         feature_dim: d.
         model: the model under evaluation (model metrics), or None.
@@ -173,6 +176,7 @@ class MetricInputs:
     samples: np.ndarray | None = None
     mixture: Any = None
     log_density: Callable[[np.ndarray], np.ndarray] | None = None
+    train_features: np.ndarray | None = None
     feature_extractor: str | None = None
     feature_dim: int | None = None
     model: Any = None
