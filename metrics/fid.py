@@ -162,24 +162,40 @@ def _check_gaussian(mu: np.ndarray, sigma: np.ndarray, index: int) -> tuple[np.n
     return mu, sigma
 
 
+CHOLESKY_MIN_PIVOT = 1e-6
+"""A Cholesky factor is used when its smallest pivot² is at least this fraction of the largest
+diagonal entry (a well-conditioned, full-rank covariance); otherwise the eigh factor, whose clipped
+eigenvalues keep rank-deficient covariances (N ≤ d) exact."""
+
+
 def _psd_factor(sigma: np.ndarray) -> np.ndarray:
-    """F [d, d] with F Fᵀ = sigma: eigenvectors scaled by sqrt of the eigenvalues clipped at 0."""
-    eigvals, eigvecs = np.linalg.eigh((sigma + sigma.T) / 2.0)
+    """F [d, d] with F Fᵀ = sigma: the Cholesky factor of a well-conditioned sigma (~n³/3 flops),
+    else eigenvectors scaled by sqrt of the eigenvalues clipped at 0 (~9n³)."""
+    sym = (sigma + sigma.T) / 2.0
+    try:
+        lower = np.linalg.cholesky(sym)
+    except np.linalg.LinAlgError:
+        lower = None
+    if lower is not None and np.diag(lower).min() ** 2 >= CHOLESKY_MIN_PIVOT * np.diag(sym).max():
+        return lower
+    eigvals, eigvecs = np.linalg.eigh(sym)
     return eigvecs * np.sqrt(np.clip(eigvals, 0.0, None))
 
 
 def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """tr((Σ1^{1/2} Σ2 Σ1^{1/2})^{1/2}) for PSD ``sigma1``, ``sigma2`` [d, d], float64.
 
-    With factors Σ1 = F1 F1ᵀ and Σ2 = F2 F2ᵀ from ``eigh`` (negative eigenvalues clipped to 0),
-    and since XY and YX share their non-zero eigenvalues, Σ1^{1/2} Σ2 Σ1^{1/2}, Σ2 Σ1 = F2 (F2ᵀ Σ1)
+    With any factors Σ1 = F1 F1ᵀ and Σ2 = F2 F2ᵀ (:func:`_psd_factor`: Cholesky when the
+    covariance is well conditioned, else ``eigh`` with negative eigenvalues clipped to 0), and
+    since XY and YX share their non-zero eigenvalues, Σ1^{1/2} Σ2 Σ1^{1/2}, Σ2 Σ1 = F2 (F2ᵀ Σ1)
     and (F2ᵀ F1)(F2ᵀ F1)ᵀ all have the same non-zero spectrum: the squared singular values of
     B = F2ᵀ F1. The trace is therefore the nuclear norm ||B||_*. Taking
     singular values of B (absolute error ~ε·||B||) rather than square roots of the eigenvalues of
     BᵀB (absolute error ~sqrt(ε)·||B|| per null direction) keeps FID(x, x) at ~1e-13 for
     rank-deficient covariances (N < d) instead of ~1e-6. It equals the sum of sqrt-eigenvalues of
     Σ1 Σ2 used by torch-fidelity and the trace of ``sqrtm(Σ1 Σ2)`` in pytorch-fid/TTUR, with no
-    complex arithmetic. Cost: two ``eigh`` and one singular-value decomposition of size d.
+    complex arithmetic. Cost: two factorisations (Cholesky or ``eigh``) and one singular-value
+    decomposition of size d.
     """
     sigma1 = np.asarray(sigma1, dtype=np.float64)
     sigma2 = np.asarray(sigma2, dtype=np.float64)
