@@ -16,12 +16,9 @@ import numpy as np
 import torch
 
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
-from metrics.knn import knn_radii_multi
+from metrics.knn import knn_radii_multi, nearest_rows
 
 __all__ = ["METRIC", "authenticity"]
-
-CHUNK = 2048
-
 
 def authenticity(generated: np.ndarray, train: np.ndarray) -> dict[str, Any]:
     """Fraction of generated rows [m, d] farther from their nearest training row than that row's own
@@ -31,11 +28,8 @@ def authenticity(generated: np.ndarray, train: np.ndarray) -> dict[str, Any]:
     if len(t) < 2:
         raise ValueError(f"authenticity needs at least 2 training rows, got {len(t)}")
     own = knn_radii_multi(t, (1,))[1]  # each training row's distance to its nearest other training row
-    unauthentic = 0
-    for lo in range(0, len(q), CHUNK):
-        d = torch.cdist(q[lo : lo + CHUNK], t, compute_mode="donot_use_mm_for_euclid_dist")
-        nearest, index = d.min(1)
-        unauthentic += int((nearest <= own[index]).sum())
+    nearest, index = nearest_rows(q, t)
+    unauthentic = int((nearest <= own[index]).sum())
     return {"value": 1.0 - unauthentic / len(q), "unauthentic": unauthentic}
 
 

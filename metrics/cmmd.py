@@ -11,7 +11,7 @@ biased (≥ 0, exactly 0 for identical sets). The paper defines CMMD on CLIP ViT
 embeddings; in any other feature space the value is an MMD in that space (the record names the
 extractor), not comparable with published CMMD.
 
-Kernel sums run in float64 tiles of ``TILE_ROWS`` × m rows: memory O(TILE_ROWS · m), time O((n + m)² d).
+Kernel sums are MMD's (``metrics.mmd.gaussian_kernel_sum``, float64 tiles): time O((n + m)² d).
 """
 
 from __future__ import annotations
@@ -22,21 +22,12 @@ import numpy as np
 import torch
 
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
+from metrics.mmd import gaussian_kernel_sum
 
 __all__ = ["METRIC", "SCALE", "SIGMA", "cmmd"]
 
 SIGMA = 10.0
 SCALE = 1000.0
-TILE_ROWS = 1024
-
-
-def _kernel_mean(a: torch.Tensor, b: torch.Tensor, gamma: float) -> float:
-    """mean_{i,j} exp(−γ ‖a_i − b_j‖²) over all pairs, in float64 tiles."""
-    total = 0.0
-    for lo in range(0, len(a), TILE_ROWS):
-        sq = torch.cdist(a[lo : lo + TILE_ROWS], b, compute_mode="donot_use_mm_for_euclid_dist").square()
-        total += float(torch.exp(-gamma * sq).sum())
-    return total / (len(a) * len(b))
 
 
 def cmmd(x: np.ndarray, y: np.ndarray, *, sigma: float = SIGMA, scale: float = SCALE) -> float:
@@ -45,8 +36,10 @@ def cmmd(x: np.ndarray, y: np.ndarray, *, sigma: float = SIGMA, scale: float = S
     b = torch.as_tensor(np.asarray(y), dtype=torch.float64)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or not len(a) or not len(b):
         raise ValueError(f"rows must be [n, d] and [m, d] with the same d, got {list(a.shape)} and {list(b.shape)}")
-    gamma = 1.0 / (2.0 * sigma**2)
-    return scale * (_kernel_mean(a, a, gamma) + _kernel_mean(b, b, gamma) - 2.0 * _kernel_mean(a, b, gamma))
+    def mean(u: torch.Tensor, v: torch.Tensor) -> float:  # over all pairs, the diagonal included
+        return gaussian_kernel_sum(u, v, (sigma,), same=False) / (len(u) * len(v))
+
+    return scale * (mean(a, a) + mean(b, b) - 2.0 * mean(a, b))
 
 
 def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:

@@ -14,7 +14,7 @@ the Mann-Whitney U test in its normal approximation,
 
 over those cells. C_T ≪ 0 (the authors flag C_T < −3) says data-copying; ≈ 0 is what fresh
 samples give; ≫ 0 is under-fitting. Per-cell Z values are recorded. The k-means is the PRD
-metric's (``metrics.prd.kmeans``); nearest-neighbour distances are exact (``metrics.knn``).
+metric's (``metrics.prd.kmeans``); nearest-neighbour distances are exact (``metrics.knn.nearest_rows``).
 """
 
 from __future__ import annotations
@@ -26,20 +26,13 @@ import numpy as np
 import torch
 
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
+from metrics.knn import nearest_rows
 
-__all__ = ["METRIC", "ct_statistic", "nearest_distances"]
+__all__ = ["METRIC", "ct_statistic"]
 
 CELLS = 20
 MIN_PER_CELL = 20
 COPYING_THRESHOLD = -3.0
-
-
-def nearest_distances(x: torch.Tensor, train: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """Euclidean distance of each row of x [n, d] to its nearest row of train [t, d] (float64) [n]."""
-    out = []
-    for lo in range(0, len(x), chunk):
-        out.append(torch.cdist(x[lo : lo + chunk], train, compute_mode="donot_use_mm_for_euclid_dist").min(1).values)
-    return torch.cat(out)
 
 
 def _mann_whitney_z(held_out: np.ndarray, generated: np.ndarray) -> float:
@@ -63,7 +56,7 @@ def ct_statistic(generated: np.ndarray, held_out: np.ndarray, train: np.ndarray,
     centres = torch.stack([t[labels_t == c].mean(0) if bool((labels_t == c).any()) else torch.full((t.shape[1],), math.inf)
                            for c in range(cells)])
     cell_p, cell_q = torch.cdist(p, centres).argmin(1).numpy(), torch.cdist(q, centres).argmin(1).numpy()
-    dist_p, dist_q = nearest_distances(p, t).numpy(), nearest_distances(q, t).numpy()
+    dist_p, dist_q = nearest_rows(p, t)[0].numpy(), nearest_rows(q, t)[0].numpy()
     zs, weights, used = [], [], []
     for c in range(cells):
         in_p, in_q = cell_p == c, cell_q == c

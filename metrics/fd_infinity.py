@@ -30,13 +30,6 @@ POINTS = 15
 MIN_FRACTION = 0.1
 
 
-def _moments(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """float64 mean [d] and covariance [d, d] (ddof = 1) of rows x [N, d]."""
-    mean = x.mean(0)
-    centred = x - mean
-    return mean.numpy(), (centred.T @ centred / (len(x) - 1)).numpy()
-
-
 def fd_infinity(fake: np.ndarray, real_mean: np.ndarray, real_cov: np.ndarray, *, seed: int, points: int = POINTS,
                 min_fraction: float = MIN_FRACTION) -> dict[str, Any]:
     """FD∞ of generated rows ``fake`` [n, d] against N(real_mean, real_cov) (Chong & Forsyth 2020, sec. 3.1).
@@ -53,7 +46,8 @@ def fd_infinity(fake: np.ndarray, real_mean: np.ndarray, real_cov: np.ndarray, *
     fds = []
     for size in ns:
         rows = np.sort(rng.choice(n, size, replace=False)) if size < n else np.arange(n)
-        fds.append(frechet_distance(*_moments(x[torch.from_numpy(rows)]), real_mean, real_cov))
+        fit = GaussianStats().update(x[torch.from_numpy(rows)])
+        fds.append(frechet_distance(fit.mean, fit.cov, real_mean, real_cov))
     design = np.stack([np.ones(len(ns)), 1.0 / np.asarray(ns, dtype=np.float64)], axis=1)
     coef, residual, *_ = np.linalg.lstsq(design, np.asarray(fds), rcond=None)
     dof = len(ns) - 2

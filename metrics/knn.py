@@ -29,8 +29,8 @@ import torch
 
 from harness.core.heartbeat import progress
 
-__all__ = ["as_feature_tensor", "distance_tiles", "even_tile", "knn_radii", "knn_radii_multi", "row_ids",
-           "tile_knn_radii"]
+__all__ = ["as_feature_tensor", "distance_tiles", "even_tile", "knn_radii", "knn_radii_multi", "nearest_rows",
+           "row_ids", "tile_knn_radii"]
 
 
 def as_feature_tensor(
@@ -159,3 +159,11 @@ def tile_knn_radii(features: torch.Tensor, ks: Sequence[int], chunk_size: int, i
 def knn_radii(features: np.ndarray | torch.Tensor, k: int, *, chunk_size: int = 2048) -> torch.Tensor:
     """Radii [N]: distance of each row of ``features`` [N, d] to its k-th nearest other row."""
     return knn_radii_multi(features, (k,), chunk_size=chunk_size)[k]
+
+
+def nearest_rows(x: torch.Tensor, y: torch.Tensor, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance [N_x], index [N_x]) of each row of x [N_x, d] to its nearest row of y [N_y, d],
+    exact (``torch.cdist`` without the matrix-multiply expansion) in x's dtype, ``chunk`` rows at a time."""
+    found = [torch.cdist(x[lo : lo + chunk], y, compute_mode="donot_use_mm_for_euclid_dist").min(1)
+             for lo in range(0, len(x), chunk)]
+    return torch.cat([f.values for f in found]), torch.cat([f.indices for f in found])

@@ -30,7 +30,7 @@ import torch
 
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
 
-__all__ = ["BANDWIDTH_SCALES", "METRIC", "median_distance", "mmd2_unbiased"]
+__all__ = ["BANDWIDTH_SCALES", "METRIC", "gaussian_kernel_sum", "median_distance", "mmd2_unbiased"]
 
 BANDWIDTH_SCALES = (1.0, 0.25, 0.0625, 0.015625)
 MEDIAN_ROWS = 2000
@@ -51,7 +51,7 @@ def median_distance(x: np.ndarray, *, seed: int, max_rows: int = MEDIAN_ROWS) ->
     return median
 
 
-def _kernel_sum(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...], *, same: bool) -> float:
+def gaussian_kernel_sum(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...], *, same: bool) -> float:
     """Σ_{i,j} k(a_i, b_j) (over i ≠ j when ``same``) for the mean-of-Gaussians kernel."""
     inv = torch.tensor([-0.5 / s**2 for s in bandwidths], dtype=torch.float64)
     total = 0.0
@@ -72,9 +72,9 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray, bandwidths: tuple[float, ...]) -
     if not bandwidths or not all(s > 0 for s in bandwidths):
         raise ValueError(f"bandwidths must be positive, got {bandwidths}")
     n, m = len(a), len(b)
-    kxx = _kernel_sum(a, a, bandwidths, same=True) / (n * (n - 1))
-    kyy = _kernel_sum(b, b, bandwidths, same=True) / (m * (m - 1))
-    kxy = _kernel_sum(a, b, bandwidths, same=False) / (n * m)
+    kxx = gaussian_kernel_sum(a, a, bandwidths, same=True) / (n * (n - 1))
+    kyy = gaussian_kernel_sum(b, b, bandwidths, same=True) / (m * (m - 1))
+    kxy = gaussian_kernel_sum(a, b, bandwidths, same=False) / (n * m)
     return kxx + kyy - 2.0 * kxy
 
 
