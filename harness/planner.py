@@ -146,6 +146,8 @@ def compute_metrics(selected: list[Metric], inputs: MetricInputs, options: Any, 
     out: dict[str, MetricEntry] = {}
     ran: list[Metric] = []
     skipped: dict[str, str] = {}
+    halves = _replicate_rows(inputs, replicates)
+    shared: dict[str, list[dict[str, MetricEntry]]] = {}
     for metric in chosen:
         reason = data_need_missing(metric, inputs)
         if reason is None and (reason := too_few_rows(metric, inputs, options)) is not None:
@@ -158,32 +160,51 @@ def compute_metrics(selected: list[Metric], inputs: MetricInputs, options: Any, 
             continue
         log.info("computing %s", metric.name)
         phase(f"computing {metric.name}")
-        out.update(metric.compute(inputs, options))
+        if metric.compute_replicated is not None and halves and _fits(metric, options, halves[0][0], halves[0][1]):
+            full, shared[metric.name] = metric.compute_replicated(inputs, options, [(r, rr) for r, rr, _ in halves])
+            out.update(full)
+        else:
+            out.update(metric.compute(inputs, options))
         ran.append(metric)
     entries = {key: entry.to_json() for key, entry in out.items()}
     if replicates:
-        for key, uncertainty in half_sample_replicates(ran, inputs, options, replicates).items():
+        for key, uncertainty in half_sample_replicates(ran, inputs, options, replicates, shared=shared).items():
             entries[key]["uncertainty"] = uncertainty
     return entries, skipped
 
 
-def half_sample_replicates(metrics: list[Metric], inputs: MetricInputs, options: Any, num_replicates: int) -> dict[str, dict[str, Any]]:
+def _replicate_rows(inputs: MetricInputs, replicates: int) -> list[tuple[Any, Any, int]]:
+    """The half-samples (generated rows, reference rows, estimator seed) a run's replicates score."""
+    if replicates < 2 or inputs.fake_features is None or inputs.real_features is None:
+        return []
+    return list(half_sample_rows(inputs.n_fake, inputs.n_real, replicates, inputs.seed))
+
+
+def _fits(metric: Metric, options: Any, rows: Any, ref_rows: Any) -> bool:
+    return min(len(rows), len(ref_rows)) >= metric.min_samples(options)
+
+
+def half_sample_replicates(metrics: list[Metric], inputs: MetricInputs, options: Any, num_replicates: int, *,
+                           shared: dict[str, list[dict[str, MetricEntry]]] | None = None) -> dict[str, dict[str, Any]]:
     """Standard errors of the half-sample metrics from ``num_replicates`` half-samples of both sets.
 
     Replicate r scores rows drawn by ``harness.core.stats.half_sample_rows(n, n_ref, B, seed)``
     with its own estimator seed; a metric is re-estimated on a replicate with the same settings as
     the run (``Metric.replicate_options`` caps what the half-sets cannot hold). Metrics whose
     ``min_samples`` the half-sets cannot meet get no uncertainty (a drift check then compares them
-    exactly). Returns ``{key: uncertainty entry}`` (``harness.core.stats.half_sample_uncertainty``).
+    exactly). ``shared`` holds, per metric name, replicate entries already computed with the run
+    (``Metric.compute_replicated``, on the same rows). Returns ``{key: uncertainty entry}``
+    (``harness.core.stats.half_sample_uncertainty``).
     """
+    shared = shared or {}
     targets = [m for m in metrics if m.uncertainty == "half-sample"]
     if not targets or inputs.fake_features is None or inputs.real_features is None:
         return {}
     n, n_ref = inputs.n_fake, inputs.n_real
     reps: list[dict[str, float]] = []
     phase(f"half-sample replicates: {num_replicates} x {', '.join(m.name for m in targets)}")
-    for rows, ref_rows, seed in progress(half_sample_rows(n, n_ref, num_replicates, inputs.seed), total=num_replicates,
-                                         desc="half-sample replicates", unit="replicate"):
+    for r, (rows, ref_rows, seed) in enumerate(progress(half_sample_rows(n, n_ref, num_replicates, inputs.seed),
+                                                        total=num_replicates, desc="half-sample replicates", unit="replicate")):
         sub = inputs.subset(rows, ref_rows, seed)
         values: dict[str, float] = {}
         for metric in targets:
@@ -191,7 +212,8 @@ def half_sample_replicates(metrics: list[Metric], inputs: MetricInputs, options:
             if min(len(rows), len(ref_rows)) < metric.min_samples(opts):
                 continue
             gated = {k.key for k in metric.keys if k.gate == "statistical"}
-            for key, entry in metric.compute(sub, opts).items():
+            found = shared[metric.name][r] if metric.name in shared else metric.compute(sub, opts)
+            for key, entry in found.items():
                 if key in gated and entry.value is not None:
                     values[key] = float(entry.value)
         reps.append(values)

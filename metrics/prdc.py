@@ -9,13 +9,14 @@ distance from sample i to its k-th nearest neighbour in its own set (self exclud
     density   = (1/k) · mean_j Σ_i [d(real_i, fake_j) < r_real_i]          (Naeem et al. eq. 1)
     coverage  = mean_i [min_j d(real_i, fake_j) < r_real_i]                (Naeem et al. eq. 2)
 
-Distances are computed tile by tile (see :mod:`metrics.knn`), so nothing is O(N²) in memory.
-A pair's distance does not depend on its position in the tiling and bitwise-identical rows are at
-distance exactly 0, so the four values are exactly invariant to permuting the rows of either set,
-also when samples are exact copies of reference rows (which then tie with radii).
-For N = 50,000 per set and d = 2048 in float32 the footprint is the features (2 × 400 MB) plus,
-at the default ``chunk_size=2048``, about 100 MB of tiles (two float64 [2048, 2048] feature
-copies, one float64 [2048, 2048] Gram tile and its float32 distances) and O(N) accumulators.
+Distances come from :mod:`metrics.knn`: float32 Gram tiles with rigorous error bounds decide
+almost every ``<`` test, and the pairs within rounding of a radius (and each row's nearest-neighbour
+candidates) get float64 reference distances computed pair by pair, so nothing is O(N²) in memory,
+the four values are exactly invariant to permuting the rows of either set, and bitwise-identical
+rows (exact copies of reference rows among the samples) are at distance exactly 0 and tie with
+radii as in the reference. :func:`prdc_subsets` scores the half-sample replicates in the same
+passes. For N = 50,000 per set and d = 2048 in float32 the footprint is the features (2 × 400 MB)
+plus, at the default ``chunk_size=2048``, under 100 MB of tiles and neighbour lists.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ import numpy as np
 import torch
 
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
-from metrics.knn import as_feature_tensor, distance_tiles, even_tile, knn_radii, row_ids, tile_knn_radii
+from metrics.knn import as_feature_tensor, knn_radii, neighbour_lists, radii_with_fallback, radius_tests, squared_norms
 
-__all__ = ["METRIC", "compute_prdc", "compute_prdc_multi_k", "knn_radii"]
+__all__ = ["METRIC", "compute_prdc", "compute_prdc_multi_k", "knn_radii", "prdc_subsets"]
+
+Subset = tuple[np.ndarray | None, np.ndarray | None]
 
 
 def compute_prdc_multi_k(
@@ -61,45 +64,93 @@ def compute_prdc_multi_k(
         ValueError: for non-2-D or non-finite inputs, mismatched d, or too few samples
             (real needs max(pr_k, dc_k)+1, fake needs pr_k+1).
     """
+    return prdc_subsets(real_features, fake_features, [(None, None)], pr_k=pr_k, dc_k=dc_k, chunk_size=chunk_size,
+                        device=device)[0]
+
+
+def prdc_subsets(
+    real_features: np.ndarray | torch.Tensor,
+    fake_features: np.ndarray | torch.Tensor,
+    subsets: list[Subset],
+    *,
+    pr_k: int = 3,
+    dc_k: int = 5,
+    chunk_size: int = 2048,
+    device: str | torch.device | None = None,
+) -> list[dict[str, float]]:
+    """:func:`compute_prdc_multi_k` of several row subsets of the two sets, sharing the distance work.
+
+    Args:
+        subsets: (generated rows, reference rows) per evaluation, int index arrays without repeats,
+            None for all rows; e.g. the full sets and their half-sample replicates.
+    Returns:
+        one {"precision", "recall", "density", "coverage"} per subset, equal to
+        ``compute_prdc_multi_k(real[ref rows], fake[rows])``.
+
+    Cost: one upper-triangular screening pass per set (each row's nearest neighbours, with
+    reference distances for its 2(k+1) + 28 best candidates when there are subsets, k + 9 without)
+    and one real × fake screening pass in which every subset's four counts are accumulated;
+    reference distances are computed only where a pair's interval straddles one of the radii.
+    """
     real = as_feature_tensor(real_features, "real_features", device)
     fake = as_feature_tensor(fake_features, "fake_features", real.device)
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"feature dims differ: real has {real.shape[1]}, fake has {fake.shape[1]}")
     if min(pr_k, dc_k) < 1:
         raise ValueError(f"pr_k and dc_k must be >= 1, got pr_k={pr_k}, dc_k={dc_k}")
-    need_real, need_fake = max(pr_k, dc_k) + 1, pr_k + 1
-    if real.shape[0] < need_real or fake.shape[0] < need_fake:
-        raise ValueError(
-            f"PRDC with pr_k={pr_k}, dc_k={dc_k} needs at least {need_real} real and {need_fake} fake "
-            f"samples (k+1), got {real.shape[0]} real and {fake.shape[0]} fake"
-        )
     if real.dtype != fake.dtype:
         real, fake = real.double(), fake.double()
+    n_real, n_fake, dev = real.shape[0], fake.shape[0], real.device
+    need_real, need_fake = max(pr_k, dc_k) + 1, pr_k + 1
+    real_masks, fake_masks = [], []
+    for rows, ref_rows in subsets:
+        fm, rm = _mask(rows, n_fake, dev), _mask(ref_rows, n_real, dev)
+        have_real, have_fake = int(rm.sum()), int(fm.sum())
+        if have_real < need_real or have_fake < need_fake:
+            raise ValueError(
+                f"PRDC with pr_k={pr_k}, dc_k={dc_k} needs at least {need_real} real and {need_fake} fake "
+                f"samples (k+1), got {have_real} real and {have_fake} fake"
+            )
+        real_masks.append(rm)
+        fake_masks.append(fm)
 
-    # One tile shape and one id space for all three distance passes: a pair of rows gets the
-    # same distance in each, and bitwise-identical rows within or across the sets get exactly 0.
-    tile = even_tile(max(real.shape[0], fake.shape[0]), chunk_size)
-    real_ids, fake_ids = row_ids(real, fake)
-    real_radii = tile_knn_radii(real, (pr_k, dc_k), tile, real_ids)
-    real_r_pr, real_r_dc = real_radii[pr_k], real_radii[dc_k]
-    fake_r_pr = tile_knn_radii(fake, (pr_k,), tile, fake_ids)[pr_k]
+    partial = any(rows is not None or ref_rows is not None for rows, ref_rows in subsets)
+    k_max = max(pr_k, dc_k)
+    real_lists = neighbour_lists(real, 2 * (k_max + 1) + 20 if partial else k_max + 1, chunk_size=chunk_size,
+                                 desc="k-NN lists (reference)")
+    fake_lists = neighbour_lists(fake, 2 * (pr_k + 1) + 20 if partial else pr_k + 1, chunk_size=chunk_size,
+                                 desc="k-NN lists (generated)")
+    real_sq, fake_sq = squared_norms(real), squared_norms(fake)
+    full = [(rows is None and ref_rows is None) for rows, ref_rows in subsets]
+    r_pr = torch.stack([radii_with_fallback(real, real_lists, pr_k, None if f else m, real_sq) for m, f in zip(real_masks, full)])
+    r_dc = torch.stack([radii_with_fallback(real, real_lists, dc_k, None if f else m, real_sq) for m, f in zip(real_masks, full)])
+    f_pr = torch.stack([radii_with_fallback(fake, fake_lists, pr_k, None if f else m, fake_sq) for m, f in zip(fake_masks, full)])
+    counts = radius_tests(real, fake, r_pr, r_dc, f_pr, torch.stack(fake_masks), chunk_size)
 
-    fake_in_real = torch.zeros(fake.shape[0], dtype=torch.bool, device=real.device)
-    fake_count = torch.zeros(fake.shape[0], dtype=torch.int64, device=real.device)
-    real_in_fake = torch.zeros(real.shape[0], dtype=torch.bool, device=real.device)
-    real_min = torch.full((real.shape[0],), float("inf"), dtype=real.dtype, device=real.device)
-    for rows, cols, dist in distance_tiles(real, fake, tile, ids=(real_ids, fake_ids)):
-        fake_in_real[cols] |= (dist < real_r_pr[rows, None]).any(dim=0)
-        fake_count[cols] += (dist < real_r_dc[rows, None]).sum(dim=0)
-        real_in_fake[rows] |= (dist < fake_r_pr[None, cols]).any(dim=1)
-        real_min[rows] = torch.minimum(real_min[rows], dist.amin(dim=1))
+    out = []
+    for e, (rm, fm) in enumerate(zip(real_masks, fake_masks)):
+        n_r, n_f = int(rm.sum()), int(fm.sum())
+        out.append({
+            "precision": int((counts["fake_in_real"][e] & fm).sum()) / n_f,
+            "recall": int((counts["real_in_fake"][e] & rm).sum()) / n_r,
+            "density": (int(counts["density"][e]) / n_f) / dc_k,
+            "coverage": int((counts["covered"][e] & rm).sum()) / n_r,
+        })
+    return out
 
-    return {
-        "precision": float(fake_in_real.double().mean()),
-        "recall": float(real_in_fake.double().mean()),
-        "density": float(fake_count.double().mean()) / dc_k,
-        "coverage": float((real_min < real_r_dc).double().mean()),
-    }
+
+def _mask(rows: np.ndarray | None, n: int, device: torch.device) -> torch.Tensor:
+    mask = torch.zeros(n, dtype=torch.bool, device=device)
+    if rows is None:
+        mask[:] = True
+        return mask
+    index = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=device)
+    if len(index) and (int(index.min()) < 0 or int(index.max()) >= n):
+        raise ValueError(f"subset rows must lie in [0, {n}), got {int(index.min())}..{int(index.max())}")
+    if len(torch.unique(index)) != len(index):
+        raise ValueError("subset rows must not repeat (half-samples draw without replacement)")
+    mask[index] = True
+    return mask
 
 
 def compute_prdc(
@@ -119,13 +170,26 @@ def compute_prdc(
     )
 
 
-def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
-    pr_k, dc_k = options.sample.pr_nearest_k, options.sample.dc_nearest_k
-    both = compute_prdc_multi_k(inputs.real_features, inputs.fake_features, pr_k=pr_k, dc_k=dc_k)
+def _entries(values: dict[str, float], pr_k: int, dc_k: int, feature_extractor: Any, n_fake: int, n_real: int
+             ) -> dict[str, MetricEntry]:
     rule = "Naeem et al. 2020 definitions (prdc package), strict '<'"
-    common = {"feature_extractor": inputs.feature_extractor, "n_samples": inputs.n_fake, "n_reference": inputs.n_real}
-    return {key: MetricEntry(float(both[key]), {"nearest_k": k, "estimator": rule, **common})
+    common = {"feature_extractor": feature_extractor, "n_samples": n_fake, "n_reference": n_real}
+    return {key: MetricEntry(float(values[key]), {"nearest_k": k, "estimator": rule, **common})
             for key, k in (("precision", pr_k), ("recall", pr_k), ("density", dc_k), ("coverage", dc_k))}
+
+
+def _compute(inputs: MetricInputs, options: Any) -> dict[str, MetricEntry]:
+    return _compute_replicated(inputs, options, [])[0]
+
+
+def _compute_replicated(inputs: MetricInputs, options: Any, halves: list[Subset]
+                        ) -> tuple[dict[str, MetricEntry], list[dict[str, MetricEntry]]]:
+    """The run's entries and each half-sample's, from one set of distance passes (:func:`prdc_subsets`)."""
+    pr_k, dc_k = options.sample.pr_nearest_k, options.sample.dc_nearest_k
+    found = prdc_subsets(inputs.real_features, inputs.fake_features, [(None, None), *halves], pr_k=pr_k, dc_k=dc_k)
+    sizes = [(inputs.n_fake, inputs.n_real)] + [(len(rows), len(ref_rows)) for rows, ref_rows in halves]
+    entries = [_entries(v, pr_k, dc_k, inputs.feature_extractor, n, n_ref) for v, (n, n_ref) in zip(found, sizes)]
+    return entries[0], entries[1:]
 
 
 def _one_sample(count_field: str, per_k: bool):
@@ -147,6 +211,7 @@ METRIC = Metric(
     description="k-NN precision/recall (k=3) and density/coverage (k=5)",
     reference="Kynkäänniemi et al. 2019; Naeem et al. 2020",
     compute=_compute,
+    compute_replicated=_compute_replicated,
     settings=("pr_nearest_k", "dc_nearest_k"),
     min_samples=lambda options: max(options.sample.pr_nearest_k, options.sample.dc_nearest_k) + 1,
     uncertainty="half-sample",

@@ -83,5 +83,5 @@ def test_a_long_k_nn_pass_prints_progress_lines(monkeypatch, capsys):
         knn_radii_multi(np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32), (3,), chunk_size=64)
     finally:
         heartbeat.set_log_lines(False)
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("k-NN distances 300 x 300")]
-    assert lines and lines[-1].startswith("k-NN distances 300 x 300: row tile 5/5 (100%)"), lines
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("k-NN lists 300 x 300")]
+    assert lines and lines[-1].startswith("k-NN lists 300 x 300: tile 15/15 (100%)"), lines

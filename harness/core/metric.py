@@ -26,6 +26,7 @@ import numpy as np
 
 Gate = Literal["statistical", "exact", "none"]
 Uncertainty = Literal["half-sample", "per-example", "exact", "none"]
+ReferenceUse = Literal["rows", "statistics", "none"]
 
 NEEDS: dict[str, str] = {
     "features": "features of both sets from one feature extractor",
@@ -148,7 +149,9 @@ class MetricInputs:
         fake_features: float32 [n, d] features of the generated set, or None.
         real_features: float32 [n_ref, d] features of the reference set, or None.
         fake_stats, real_stats: float64 (mean [d], covariance [d, d]) streamed over the full sets,
-            or None (then a metric fits them from the feature rows).
+            or None (then a metric fits them from the feature rows). A reference given as a
+            statistics file (``harness.reference_stats``) has ``real_stats`` and no ``real_features``.
+        real_n: the rows behind ``real_stats`` when ``real_features`` is None (``n_real`` reads it).
         fake_logits: float32 [n, K] class logits of the generated set, or None.
         samples: the generated rows [n, D] in data space (tabular data), or None.
         mixture: the reference set's mixture components (``GaussianMixture``), or None.
@@ -172,6 +175,7 @@ class MetricInputs:
     real_features: np.ndarray | None = None
     fake_stats: tuple[np.ndarray, np.ndarray] | None = None
     real_stats: tuple[np.ndarray, np.ndarray] | None = None
+    real_n: int | None = None
     fake_logits: np.ndarray | None = None
     samples: np.ndarray | None = None
     mixture: Any = None
@@ -193,7 +197,9 @@ class MetricInputs:
 
     @property
     def n_real(self) -> int:
-        return 0 if self.real_features is None else len(self.real_features)
+        if self.real_features is not None:
+            return len(self.real_features)
+        return 0 if self.real_n is None else self.real_n
 
     def subset(self, rows: np.ndarray, ref_rows: np.ndarray, seed: int) -> MetricInputs:
         """The inputs restricted to generated ``rows`` and reference ``ref_rows`` (a half-sample),
@@ -256,6 +262,15 @@ class Metric:
             ``skipped``.
         uses_gaussian_fit: reads the sets' streamed mean and covariance (``fake_stats``/``real_stats``);
             when no selected metric does, extraction never allocates their [d, d] sums.
+        reference_use: what ``compute`` reads of the reference set: its feature rows (``"rows"``),
+            only its Gaussian fit (``"statistics"``: ``real_stats``, and ``n_real`` for the record),
+            or nothing (``"none"``). A reference file holding statistics only feeds the last two;
+            a ``"rows"`` metric is then skipped with the reason (an error when requested).
+        compute_replicated: for half-sample metrics whose replicates can share the run's work,
+            ``(inputs, options, [(generated rows, reference rows), ...])`` -> (the run's entries, one
+            entry dict per half-sample), equal to ``compute`` on the run and on each
+            ``inputs.subset``; used instead of ``compute`` when replicates are asked for. Such a
+            metric has no ``replicate_options``.
         replicate_options: for half-sample metrics, ``(options, full inputs, m, m_ref)`` -> the options
             a replicate of ``m`` generated and ``m_ref`` reference rows runs with (e.g. KID's subset
             size capped at m); default: the run's own.
@@ -273,7 +288,10 @@ class Metric:
     default: bool = True
     partial_support: Callable[[Any], str | None] | None = None
     replicate_options: Callable[[Any, MetricInputs, int, int], Any] | None = None
+    compute_replicated: Callable[[MetricInputs, Any, list[tuple[Any, Any]]],
+                                 tuple[dict[str, MetricEntry], list[dict[str, MetricEntry]]]] | None = None
     uses_gaussian_fit: bool = False
+    reference_use: ReferenceUse = "rows"
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.needs if n not in NEEDS]
@@ -281,6 +299,12 @@ class Metric:
             raise ValueError(f"metric {self.name!r}: unknown needs {unknown}; known: {', '.join(NEEDS)}")
         if not self.keys:
             raise ValueError(f"metric {self.name!r} writes no keys")
+        if self.compute_replicated is not None and (self.replicate_options is not None or self.uncertainty != "half-sample"):
+            raise ValueError(f"metric {self.name!r}: compute_replicated needs uncertainty 'half-sample' and no replicate_options")
+        if self.reference_use not in ("rows", "statistics", "none"):
+            raise ValueError(f"metric {self.name!r}: reference_use {self.reference_use!r} is not one of rows, statistics, none")
+        if self.reference_use == "statistics" and not self.uses_gaussian_fit:
+            raise ValueError(f"metric {self.name!r}: reference_use 'statistics' reads real_stats, so it needs uses_gaussian_fit=True")
 
     @property
     def sample_only(self) -> bool:
