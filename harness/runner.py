@@ -30,8 +30,18 @@ from harness.core.options import MetricOptions, ModelMetricOptions, SampleMetric
 from harness.core.protocols import DataSpec, capabilities
 from harness.core.rng import BatchRNG
 from harness.datasets import Dataset, load_dataset
-from harness.eval_samples import SampleEvalConfig, check_replicates, check_values, describe_dataset, score_datasets, select_rows
+from harness.eval_samples import (
+    SampleEvalConfig,
+    build_extractor,
+    check_replicates,
+    check_values,
+    describe_dataset,
+    describe_reference,
+    score_datasets,
+    select_rows,
+)
 from harness.planner import check_metric_names, compute_metrics, plan_model_metrics
+from harness.reference_stats import ReferenceStats, check_dimension, check_protocol, is_reference_file, read_reference
 from harness.store.records import SCHEMA, run_info
 
 log = logging.getLogger(__name__)
@@ -42,7 +52,10 @@ class ModelEvalConfig:
     """Options of ``genbench eval``; exactly one of checkpoint / entry / model.
 
     The metrics' settings are the sub-configs ``sample_metrics`` and ``model_metrics``
-    (``harness.core.options``), shared with ``genbench eval-samples``.
+    (``harness.core.options``), shared with ``genbench eval-samples``. ``reference``: a reference
+    statistics file (``harness.reference_stats``) the sample metrics compare the samples with,
+    instead of ``dataset``'s rows (the model metrics still read ``dataset``);
+    ``assume_reference_protocol`` as in ``SampleEvalConfig``.
     """
 
     dataset: str
@@ -67,6 +80,8 @@ class ModelEvalConfig:
     use_cache: bool = True
     replicates: int = 10  # half-sample replicates for the sample metrics' standard errors; 0: none
     allow_fewer_reference: bool = False  # score more samples than the reference set has rows
+    reference: str | None = None
+    assume_reference_protocol: bool = False
 
     def __post_init__(self) -> None:
         given = [n for n in ("checkpoint", "entry", "model") if getattr(self, n)]
@@ -229,6 +244,39 @@ def _spec_from_data(data: Dataset) -> DataSpec:
     return DataSpec(shape=data.x.shape[1:], kind="continuous", value_range=(-1.0, 1.0))
 
 
+def _reference_file(cfg: ModelEvalConfig) -> ReferenceStats | None:
+    """The ``--reference`` statistics file, read (None without one)."""
+    if cfg.reference is None:
+        return None
+    if not is_reference_file(cfg.reference):
+        raise ValueError(f"--reference {cfg.reference!r} is not a reference statistics file (genbench ref's .npz, a "
+                         "pytorch-fid / clean-fid / EDM .npz of mu and sigma, an EDM2 .pkl); to score against other "
+                         "data, give it as --dataset")
+    return read_reference(cfg.reference)
+
+
+def _check_file_protocol(cfg: ModelEvalConfig, ref: ReferenceStats, data: Dataset) -> None:
+    """Refuse a reference file whose feature protocol differs from the extractor the samples will get."""
+    if ref.kind != data.kind:
+        raise ValueError(f"--reference {ref.path} holds statistics of {ref.kind} data but {cfg.dataset!r} is {data.kind}")
+    extractor_cfg = SampleEvalConfig(samples="model", reference=cfg.reference or "", feature_extractor=cfg.feature_extractor,
+                                     inception_weights=cfg.inception_weights, resize=cfg.resize, device=cfg.device)
+    try:
+        extractor = build_extractor(extractor_cfg, data)
+    except FileNotFoundError:
+        return  # missing weights: handled (skipped or raised) where the sample metrics run
+    check_dimension(ref, extractor.name, extractor.feature_dim)
+    check_protocol(ref, extractor.protocol(), assume=cfg.assume_reference_protocol)
+
+
+def _describe_file(cfg: ModelEvalConfig, ref: ReferenceStats, features: dict[str, Any] | None) -> dict[str, Any]:
+    if features is None:  # no sample metric ran, so no extractor was built to check the file against
+        return ref.describe(cfg.reference or "", "not checked: no sample metric ran")
+    sample_cfg = SampleEvalConfig(samples="model", reference=cfg.reference or "",
+                                  assume_reference_protocol=cfg.assume_reference_protocol)
+    return describe_reference(sample_cfg, ref, None, features, False)
+
+
 def _feature_hint(dataset: str) -> str:
     """How to run the sample metrics without Inception weights, where the project has a feature network."""
     if dataset.startswith(("mnist", "fashion")):
@@ -254,11 +302,16 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
         raise ValueError(f"model {loaded.description['name']!r} works on examples of shape {tuple(spec.shape)} but "
                          f"{cfg.dataset!r} has examples of shape {tuple(data.x.shape[1:])}; evaluate it on a data set of "
                          "its shape, or build the model for this one (--model-arg, e.g. dim= or shape=)")
-    if cfg.num_samples > len(data) and not cfg.allow_fewer_reference and any(m.sample_only for m in run):
-        raise ValueError(f"--num-samples {cfg.num_samples} exceeds the {len(data)} rows of {cfg.dataset!r}, so the sample "
-                         f"metrics would compare {cfg.num_samples} samples with {len(data)} reference rows; lower "
+    ref_file = _reference_file(cfg)
+    ref_rows, ref_name = (len(data), repr(cfg.dataset)) if ref_file is None else (ref_file.rows, str(ref_file.path))
+    if ref_rows is not None and cfg.num_samples > ref_rows and not cfg.allow_fewer_reference \
+            and any(m.sample_only for m in run):
+        raise ValueError(f"--num-samples {cfg.num_samples} exceeds the {ref_rows} rows of {ref_name}, so the sample "
+                         f"metrics would compare {cfg.num_samples} samples with {ref_rows} reference rows; lower "
                          "--num-samples, or pass --allow-fewer-reference to accept that")
     data, selection = select_rows(data, min(cfg.num_samples, len(data)), cfg.seed + 1, "dataset")
+    if ref_file is not None and any(m.sample_only for m in run):
+        _check_file_protocol(cfg, ref_file, data)  # before sampling
     metrics: dict[str, dict[str, Any]] = {}
     features: dict[str, Any] | None = None
     sampling: dict[str, Any] | None = None
@@ -272,14 +325,16 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
             kind = "image" if samples.dim() == 4 else "tabular"
             sample_set = Dataset(name="model samples", x=samples.numpy(), labels=None, kind=kind, source=loaded.description["name"])
             sample_cfg = SampleEvalConfig(
-                samples="model", reference=cfg.dataset, metrics=tuple(m.name for m in sample_run),
+                samples="model", reference=cfg.reference or cfg.dataset, metrics=tuple(m.name for m in sample_run),
                 feature_extractor=cfg.feature_extractor, inception_weights=cfg.inception_weights, resize=cfg.resize,
                 seed=cfg.seed, batch_size=cfg.batch_size, device=cfg.device, use_cache=cfg.use_cache,
                 sample_metrics=cfg.sample_metrics, replicates=cfg.replicates,
+                assume_reference_protocol=cfg.assume_reference_protocol,
             )
             try:
                 sample_metrics, sample_skipped, features, _ = score_datasets(
-                    sample_cfg, sample_set, data, reference_selection=selection, progress=progress, requested=cfg.metrics
+                    sample_cfg, sample_set, data if ref_file is None else ref_file, reference_selection=selection,
+                    progress=progress, requested=cfg.metrics
                 )
             except FileNotFoundError as err:
                 from metrics.features.weights_lookup import WeightsNotFoundError
@@ -307,7 +362,8 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
         "run": run_info(device=cfg.device, wall_time_s=time.perf_counter() - start, argv=argv),
         "config": asdict(cfg),
         "model": loaded.description,
-        "data": {"dataset": describe_dataset(data, cfg.dataset, selection)},
+        "data": {"dataset": describe_dataset(data, cfg.dataset, selection),
+                 **({} if ref_file is None else {"reference": _describe_file(cfg, ref_file, features)})},
         "sampling": sampling,
         "features": features,
         "metrics": metrics,

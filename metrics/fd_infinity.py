@@ -84,4 +84,5 @@ METRIC = Metric(
     uncertainty="none",
     default=False,
     uses_gaussian_fit=True,
+    reference_use="statistics",
 )

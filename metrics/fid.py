@@ -291,4 +291,5 @@ METRIC = Metric(
     compute=_compute,
     uncertainty="half-sample",
     uses_gaussian_fit=True,
+    reference_use="statistics",
 )

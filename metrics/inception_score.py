@@ -88,4 +88,5 @@ METRIC = Metric(
     settings=("is_splits",),
     min_samples=lambda options: options.sample.is_splits,
     uncertainty="half-sample",
+    reference_use="none",
 )

@@ -13,12 +13,12 @@ import os
 import sys
 
 from harness import __version__
-from harness.cli import check, eval_samples, leaderboard, ls, train
+from harness.cli import check, eval_samples, leaderboard, ls, ref, train
 from harness.cli import eval as eval_model
 from harness.core.heartbeat import set_log_lines
 from harness.core.registry import RegistryError
 
-SUBCOMMANDS = {"eval": eval_model, "eval-samples": eval_samples, "ls": ls, "train": train, "check": check,
+SUBCOMMANDS = {"eval": eval_model, "eval-samples": eval_samples, "ref": ref, "ls": ls, "train": train, "check": check,
                "leaderboard": leaderboard}
 
 USAGE_ERRORS = (ValueError, FloatingPointError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError, RegistryError)

@@ -25,6 +25,13 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated subset of {','.join(metric_names())} (default: all applicable)")
     p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples drawn and data rows used")
+    p.add_argument("--reference", default=None, metavar="FILE",
+                   help="compare the samples with this reference statistics file instead of the data set's rows: "
+                        "genbench ref's .npz, a pytorch-fid / clean-fid / EDM .npz of mu and sigma, an EDM2 .pkl "
+                        "(model metrics still read --dataset)")
+    p.add_argument("--assume-reference-protocol", action="store_true",
+                   help="accept a --reference file that records no protocol as made with this run's extractor, "
+                        "resize and weights; the record says it was assumed")
     p.add_argument("--allow-fewer-reference", action="store_true",
                    help="accept --num-samples above the data set's rows (the sample metrics then use all its rows)")
     p.add_argument("--sampler", default=None, metavar="NAME", help="passed to model.sample(sampler=...)")
@@ -77,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, feature_extractor=args.feature_extractor, inception_weights=args.inception_weights,
         resize=args.resize, rounding=args.rounding, sample_metrics=collect(args, SampleMetricOptions),
         model_metrics=collect(args, ModelMetricOptions), use_cache=not args.no_cache, replicates=replicates(args),
-        allow_fewer_reference=args.allow_fewer_reference,
+        allow_fewer_reference=args.allow_fewer_reference, reference=args.reference,
+        assume_reference_protocol=args.assume_reference_protocol,
     )
     if args.json:
         check_output_path(args.json)
@@ -87,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
     model = record["model"]
     print(f"model    {model['name']}  [{', '.join(model['capabilities'])}]")
     print(f"dataset  {record['data']['dataset']['name']}  n={record['data']['dataset']['selection']['n_used']}")
+    ref = record["data"].get("reference")
+    if ref is not None:
+        rows = ref["reference_file"]["rows"]
+        print(f"reference {ref['reference_file']['path']}  n={rows if rows is not None else 'unknown'}  "
+              f"({ref['reference_file']['format']}, sha256 {ref['reference_file']['sha256'][:12]})")
     print(f"time     {record['run']['wall_time_s']:.1f} s\n")
     print(format_table(record))
     if args.json:

@@ -22,7 +22,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         "dataset name (see `genbench ls datasets`).",
     )
     p.add_argument("--samples", required=True, metavar="X", help="generated samples")
-    p.add_argument("--reference", required=True, metavar="Y", help="reference (real) data")
+    p.add_argument("--reference", required=True, metavar="Y",
+                   help="reference (real) data, or a reference statistics file: genbench ref's .npz, a pytorch-fid / "
+                        "clean-fid / EDM .npz of mu and sigma, an EDM2 .pkl")
+    p.add_argument("--assume-reference-protocol", action="store_true",
+                   help="accept a statistics file that records no protocol (pytorch-fid, clean-fid, EDM, EDM2) as made "
+                        "with this run's extractor, resize and weights; the record says it was assumed")
     p.add_argument("--train", default=None, metavar="T",
                    help="the model's training set: adds the memorisation tests (C_T data-copying, authenticity), "
                    "with Y as the held-out set")
@@ -138,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         replicates=replicates(args),
         train=args.train,
+        assume_reference_protocol=args.assume_reference_protocol,
     )
     if args.json:
         check_output_path(args.json)
@@ -146,7 +152,11 @@ def run(args: argparse.Namespace) -> int:
         path = write_record(args.json, record)
     data = record["data"]
     print(f"samples   {data['samples']['name']}  n={data['samples']['selection']['n_used']}")
-    print(f"reference {data['reference']['name']}  n={data['reference']['selection']['n_used']}")
+    ref = data["reference"]
+    ref_file = ref.get("reference_file")
+    n_ref = ref["selection"]["n_used"] if ref["selection"]["n_used"] is not None else "unknown"
+    print(f"reference {ref['name']}  n={n_ref}" + (f"  ({ref_file['format']} file, sha256 {ref_file['sha256'][:12]})"
+                                                  if ref_file else ""))
     print(f"features  {record['features']['name']}  ({record['run']['wall_time_s']:.1f} s)\n")
     print(format_table(record))
     if args.json:

@@ -6,21 +6,10 @@ and ``test_batch`` (10000). Each is a Python-2 pickle of a dict with ``b"data"``
 N ints in 0..9 (plus ``b"batch_label"`` and ``b"filenames"``, which are not used).
 
 Pickle is the official distribution format, and unpickling can run code or build objects far larger
-than the file, so a batch is read by :class:`_BatchUnpickler`, which admits only what these files
-contain, bounded:
-
-* numpy array reconstruction exactly as numpy pickles an array -- ``_reconstruct(ndarray, (0,), b)``
-  then ``__setstate__((1, shape, dtype, fortran, raw))`` -- for plain numeric dtypes only (no object
-  or structured dtypes), with ``len(raw)`` required to equal the array's size; the array is a view of
-  ``raw``, so it costs no more memory than its bytes. At most :data:`_MAX_ARRAYS` per file.
-* ``numpy.core.multiarray.scalar`` of such a dtype (labels saved as numpy integers).
-* ``_codecs.encode(text, "latin1")``: the official files (Python 2) never use it, but Python 3 writes
-  every ``bytes`` object this way under protocol 2 (a re-saved batch, this project's test fixtures).
-  Only the ``latin1`` codec is allowed (its output is exactly as long as its input, and it takes
-  ``str``, not ``bytes``, so calls cannot be nested -- ``hex`` would double its input at each level),
-  and the total output of all calls is capped at ``4 x file size + 1 MiB``: text in the file is at
-  least one byte per character, so a genuine batch stays under ``1 x``; only memo references that
-  encode the same string again and again go over.
+than the file, so a batch is read by :class:`harness.datasets.numpy_pickle.NumpyUnpickler`, which
+admits only numpy numeric arrays and scalars and ``latin1``-encoded bytes (Python 3 writes every
+``bytes`` object that way under protocol 2: a re-saved batch, this project's test fixtures), within a
+budget, at most :data:`_MAX_ARRAYS` arrays per file.
 
 Before unpickling, :func:`pickletools.genops` walks the whole file, so every length field is checked
 against the bytes actually there (the C unpickler allocates a declared length before reading it).
@@ -31,9 +20,6 @@ naming the file.
 
 from __future__ import annotations
 
-import io
-import math
-import pickle
 import pickletools
 from pathlib import Path
 from typing import Any
@@ -41,126 +27,23 @@ from typing import Any
 import numpy as np
 
 from harness.datasets.base import Dataset
+from harness.datasets.numpy_pickle import NumpyUnpickler, PendingArray, Refused
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCHES = ("test_batch",)
 DIR_NAME = "cifar-10-batches-py"
 _LAYOUT = 'expected a pickled dict with b"data": uint8 [N, 3072] (3x32x32, channel-major) and b"labels": N ints in 0..9'
-_MiB = 1 << 20
 _MAX_ARRAYS = 16  # a batch holds one array (b"data"); a re-saved one may hold labels/filenames as arrays too
-_RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
-_SCALAR = {("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
-_NDARRAY = ("numpy", "ndarray")
-_DTYPE = ("numpy", "dtype")
-_BYTE_ORDERS = ("<", ">", "|", "=")
 
 
-class _Refused(ValueError):
-    """The batch asks for something a CIFAR batch never needs; the message says what."""
-
-
-def _text(value: Any) -> Any:
-    """``str`` of a Python-2 ``str`` (read as bytes with ``encoding="bytes"``); other values unchanged."""
-    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
-
-
-class _NdarrayClass:
-    """Stands in for ``numpy.ndarray`` in the pickle: it can only be passed to ``_reconstruct``."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _NdarrayClass:
-        raise _Refused("refusing numpy.ndarray(...): numpy pickles arrays through _reconstruct")
-
-
-class _PendingDtype:
-    """``numpy.dtype(name, align, copy)`` for a plain numeric type; ``BUILD`` may only set its byte order."""
-
-    def __init__(self, name: Any) -> None:
-        name = _text(name)
-        try:
-            dtype = np.dtype(name) if isinstance(name, str) and len(name) <= 8 else None
-        except TypeError:
-            dtype = None
-        if dtype is None or dtype.kind not in "biuf" or dtype.fields is not None or dtype.subdtype is not None:
-            raise _Refused(f"refusing numpy dtype {str(name)[:40]!r}: CIFAR-10 batches hold plain numeric arrays")
-        self.dtype = dtype
-
-    def __setstate__(self, state: Any) -> None:
-        # numpy writes (3, byte order, None, None, None, -1, -1, 0) for a plain numeric dtype
-        if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[2:] == (None, None, None, -1, -1, 0)
-                and _text(state[1]) in _BYTE_ORDERS):
-            raise _Refused("refusing a numpy dtype state other than a plain numeric type's")
-        self.dtype = self.dtype.newbyteorder(_text(state[1]))
-
-
-class _PendingArray:
-    """The empty array ``_reconstruct`` returns; ``BUILD`` makes it a view of the pickled bytes."""
-
-    array: np.ndarray | None = None
-
-    def __setstate__(self, state: Any) -> None:
-        # numpy writes (1, shape, dtype, is_fortran, raw bytes)
-        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
-            raise _Refused("refusing a numpy array state not written by numpy")
-        _, shape, dtype, fortran, raw = state
-        if (not isinstance(shape, tuple) or len(shape) > 32 or not all(type(n) is int and n >= 0 for n in shape)
-                or not isinstance(dtype, _PendingDtype) or not isinstance(fortran, bool) or not isinstance(raw, bytes)):
-            raise _Refused("refusing a numpy array state not written by numpy")
-        if math.prod(shape) * dtype.dtype.itemsize != len(raw):
-            raise _Refused(f"array of shape {list(shape)[:8]} needs {math.prod(shape) * dtype.dtype.itemsize} bytes "
-                           f"but {len(raw)} are stored")
-        self.array = np.frombuffer(raw, dtype.dtype).reshape(shape, order="F" if fortran else "C")
-
-
-def _dtype(name: Any, align: Any = False, copy: Any = False) -> _PendingDtype:
-    return _PendingDtype(name)
-
-
-def _scalar(dtype: Any, raw: Any) -> Any:
-    if not isinstance(dtype, _PendingDtype) or not isinstance(raw, bytes) or len(raw) != dtype.dtype.itemsize:
-        raise _Refused("refusing a numpy scalar not written by numpy")
-    return np.frombuffer(raw, dtype.dtype)[0]
-
-
-class _BatchUnpickler(pickle.Unpickler):
-    """An unpickler admitting only numpy numeric arrays/scalars and ``latin1``-encoded bytes, within a budget."""
+class _BatchUnpickler(NumpyUnpickler):
+    """:class:`NumpyUnpickler` for a CIFAR-10 batch: Python-2 ``str`` kept as bytes, at most 16 arrays."""
 
     def __init__(self, data: bytes) -> None:
-        super().__init__(io.BytesIO(data), encoding="bytes")
-        self.encode_budget = 4 * len(data) + _MiB
-        self.encoded = 0
-        self.arrays = 0
+        super().__init__(data, encoding="bytes", max_arrays=_MAX_ARRAYS, what="a CIFAR-10 batch")
 
-    def find_class(self, module: str, name: str) -> Any:
-        key = (module, name)
-        if key == ("_codecs", "encode"):
-            return self._encode
-        if key in _RECONSTRUCT:
-            return self._reconstruct
-        if key in _SCALAR:
-            return _scalar
-        if key == _NDARRAY:
-            return _NdarrayClass
-        if key == _DTYPE:
-            return _dtype
-        raise _Refused(f"refusing to load {module}.{name}: CIFAR-10 batches hold only arrays and lists")
-
-    def _encode(self, text: Any, encoding: Any = "utf-8", errors: Any = "strict") -> bytes:
-        if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
-            raise _Refused(f"refusing _codecs.encode({type(text).__name__}, {str(encoding)[:20]!r}): only "
-                           "encode(str, 'latin1'), as Python 3 pickles bytes, is allowed")
-        self.encoded += len(text)
-        if self.encoded > self.encode_budget:
-            raise _Refused(f"its _codecs.encode calls would produce over {self.encode_budget} bytes "
-                           f"(4 x the file size + 1 MiB), far more than the file holds")
-        return text.encode("latin1")
-
-    def _reconstruct(self, cls: Any, shape: Any, typecode: Any) -> _PendingArray:
-        if cls is not _NdarrayClass or shape != (0,) or _text(typecode) != "b":
-            raise _Refused("refusing numpy _reconstruct arguments other than numpy's own (ndarray, (0,), b'b')")
-        self.arrays += 1
-        if self.arrays > _MAX_ARRAYS:
-            raise _Refused(f"more than {_MAX_ARRAYS} arrays; a CIFAR-10 batch holds one")
-        return _PendingArray()
+    def refuse(self, module: str, name: str) -> Any:
+        raise Refused(f"refusing to load {module}.{name}: CIFAR-10 batches hold only arrays and lists")
 
 
 def batches_dir(directory: Path) -> Path | None:
@@ -180,12 +63,12 @@ def _unpickle(path: Path) -> Any:
         raise ValueError(f"{path}: not a CIFAR-10 python batch (not a complete pickle: {e}); {_LAYOUT}") from e
     try:
         batch = _BatchUnpickler(data).load()
-    except _Refused as e:
+    except Refused as e:
         raise ValueError(f"{path}: not a CIFAR-10 python batch: {e}") from e
     except Exception as e:  # noqa: BLE001 -- any failure of a hostile or damaged pickle is "not a batch"
         raise ValueError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {str(e)[:200]}); {_LAYOUT}") from e
     if isinstance(batch, dict):
-        batch = {k: v.array if isinstance(v, _PendingArray) else v for k, v in batch.items()}
+        batch = {k: v.array if isinstance(v, PendingArray) else v for k, v in batch.items()}
     return batch
 
 

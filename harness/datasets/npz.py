@@ -12,7 +12,7 @@ Rows drawn from a Gaussian mixture may carry it: ``mixture_centers`` (float ``[M
 ``mixture_std`` (a positive scalar, the components' σ) become the data set's metadata, so the
 mode metrics run on the points as they would on the registered mixture toys.
 
-Archives are read with ``allow_pickle=False``, and checked first (:func:`_check_members`): every
+Archives are read with ``allow_pickle=False``, and checked first (:func:`check_members`): every
 member's ``.npy`` header must describe exactly the bytes the member holds, and a compressed member
 cannot claim more than deflate's maximum ratio (1032:1) of its compressed size, so a small file
 cannot ask for a large allocation. A damaged archive is a ValueError naming the file.
@@ -65,11 +65,11 @@ def _read(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
         raise ValueError(f"{path}[{key!r}]: cannot read array ({e}); save plain numeric arrays") from e
 
 
-_DAMAGED = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, zlib.error, NotImplementedError,
+DAMAGED = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, zlib.error, NotImplementedError,
             OverflowError, UnicodeDecodeError, SyntaxError)
 
 
-def _check_members(path: Path) -> None:
+def check_members(path: Path) -> None:
     """Refuse archives whose members' headers promise other sizes than the members hold."""
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
@@ -95,9 +95,9 @@ def load_npz(path: Path, name: str) -> Dataset:
         if f.read(2) != b"PK":
             raise ValueError(f"{path}: not an .npz (zip) archive; write one with np.savez(path, arr_0=x)")
     try:
-        _check_members(path)
+        check_members(path)
         return _load_checked(path, name)
-    except _DAMAGED as e:
+    except DAMAGED as e:
         raise ValueError(f"{path}: damaged .npz archive ({type(e).__name__}: {str(e)[:200]}); rewrite it with "
                          "np.savez(path, arr_0=x)") from e
 
