@@ -65,3 +65,39 @@ def make_random_inception_weights(path: str | Path) -> Path:
     net.eval()
     torch.save(net.state_dict(), path)
     return path
+
+
+def make_random_pytorch_fid_weights(path: str | Path) -> Path:
+    """Write seeded random weights for pytorch-fid's FID Inception-v3 in its file format to ``path``.
+
+    The same seeded torchvision init as :func:`make_random_inception_weights`, loaded into
+    pytorch-fid's own ``fid_inception_v3()`` (its URL load replaced by that state dict), BatchNorms
+    re-estimated in one forward of pytorch-fid's ``InceptionV3`` (its resize and ``2x - 1``) over
+    every other image of :func:`calibration_images` (/ 255), then ``fid_inception_v3()``'s full state dict (fc included,
+    as in ``pt_inception-2015-12-05-6726825d.pth``) saved with ``torch.save``.
+    """
+    import torchvision
+    from pytorch_fid import inception as pf
+
+    path = Path(path)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        skeleton = torchvision.models.inception_v3(weights=None, aux_logits=False, num_classes=1008, init_weights=True)
+    saved_load, saved_build = pf.load_state_dict_from_url, pf.fid_inception_v3
+    try:
+        pf.load_state_dict_from_url = lambda url, progress=True: skeleton.state_dict()
+        network = pf.fid_inception_v3()
+        pf.fid_inception_v3 = lambda: network
+        wrapper = pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+    finally:
+        pf.load_state_dict_from_url, pf.fid_inception_v3 = saved_load, saved_build
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
+            module.train()
+    with torch.no_grad():
+        wrapper(calibration_images()[::2].float().div(255))  # 8 blobs + 8 digits: half the CPU time
+    network.eval()
+    torch.save(network.state_dict(), path)
+    return path

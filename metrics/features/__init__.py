@@ -49,6 +49,7 @@ FEATURES.register(
     "metrics.features.inception:InceptionV3Extractor",
     description="torch-fidelity's FID Inception-v3: pool3 (2048) + unbiased logits (1008); options resize, weights_path, offline",
 )
+FEATURES.register("inception-v3-pytorch-fid", "metrics.features.inception_pytorch_fid:InceptionV3PytorchFidExtractor", description="pytorch-fid 0.3.0's FID Inception-v3: pool3 (2048), its bilinear resize and its weights file pt_inception-2015-12-05-6726825d.pth; options weights_path, offline")
 FEATURES.register("identity", "metrics.features.identity:IdentityExtractor", description="2-D / tabular rows as float32 features")
 FEATURES.register("mnist-cnn", "metrics.features.classifier:mnist_cnn", description="project CNN trained on mnist5k-train: fc1 pre-ReLU (128) + logits (10), 28x28 gray; options weights_path, batch_size")
 FEATURES.register("fashion-mnist-cnn", "metrics.features.classifier:fashion_mnist_cnn", description="project CNN trained on fashion-mnist-train: fc1 pre-ReLU (128) + logits (10), 28x28 gray; options weights_path, batch_size")

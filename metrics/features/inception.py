@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metrics.features.weights_lookup import ResolvedWeights, resolve_inception_weights
+from metrics.features.weights_lookup import OFFICIAL_FILE_NAME, ResolvedWeights, resolve_inception_weights
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +188,8 @@ def _load_network(weights: ResolvedWeights) -> torch.nn.Module:
     return net
 
 
-def _check_state_dict(weights: ResolvedWeights) -> None:
-    """Raise :class:`WeightsLoadError` unless ``weights.path`` is a plain-tensor ``torch.save`` dict.
+def _check_state_dict(weights: ResolvedWeights, example: str = OFFICIAL_FILE_NAME) -> dict[str, Any]:
+    """Return the state dict in ``weights.path``; :class:`WeightsLoadError` unless it is a plain-tensor ``torch.save`` dict.
 
     Checked first by ``harness.core.torch_files.preflight`` (zip or legacy format: only tensor
     globals, storages no larger than the file), then loaded with ``weights_only=True``: a clear
@@ -201,7 +201,7 @@ def _check_state_dict(weights: ResolvedWeights) -> None:
     path = weights.path
     try:
         preflight(Path(path), kind="Inception weights file", allow_legacy=True,
-                  hint="expected a PyTorch state dict saved with torch.save, e.g. weights-inception-2015-12-05-6726825d.pth")
+                  hint=f"expected a PyTorch state dict saved with torch.save, e.g. {example}")
     except ValueError as err:
         raise WeightsLoadError(f"Inception weights (from {weights.source}): {err}") from err
     try:
@@ -209,10 +209,11 @@ def _check_state_dict(weights: ResolvedWeights) -> None:
     except Exception as err:  # torch raises many types for corrupt files (UnpicklingError, RuntimeError, ...)
         raise WeightsLoadError(
             f"could not read Inception weights {str(path)!r} (from {weights.source}): {type(err).__name__}: {err}. "
-            "Expected a PyTorch state dict saved with torch.save, e.g. weights-inception-2015-12-05-6726825d.pth."
+            f"Expected a PyTorch state dict saved with torch.save, e.g. {example}."
         ) from err
     if not isinstance(state_dict, dict):
         raise WeightsLoadError(f"Inception weights {str(path)!r} hold a {type(state_dict).__name__}, not a state dict")
+    return state_dict
 
 
 def _clean_resizer() -> Callable[[np.ndarray], np.ndarray]:

@@ -14,6 +14,11 @@ Resolution order (first hit wins):
 Otherwise :class:`WeightsNotFoundError` says what is missing and the three ways to provide it.
 A path given by (1) or (2) that does not exist is an error too; it never falls through to (3).
 
+``inception-v3-pytorch-fid`` (:func:`resolve_pytorch_fid_weights`) follows the same order with
+its own file only: ``weights_path=``, ``GENBENCH_PYTORCH_FID_WEIGHTS``, ``pt_inception-2015-12-05-6726825d.pth``
+in the hub cache (where pytorch-fid itself caches it), a download of pytorch-fid's release file
+when not offline; the not-found message is one line.
+
 Content check. We do not know the official file's full sha256. Torch hub's convention is that
 the hex in a file name (``-6726825d.pth``) is the prefix of the file's sha256, so
 :data:`OFFICIAL_SHA256_PREFIX` is the check we can make. Decision: the prefix is **enforced
@@ -38,6 +43,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +60,11 @@ OFFICIAL_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 )
 ENV_WEIGHTS = "GENBENCH_INCEPTION_WEIGHTS"
+# pytorch-fid's own file (pytorch_fid.inception.FID_WEIGHTS_URL; a test checks it), for inception-v3-pytorch-fid.
+PYTORCH_FID_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
+ENV_PYTORCH_FID_WEIGHTS = "GENBENCH_PYTORCH_FID_WEIGHTS"
 OFFLINE_ENV_VARS = ("GENBENCH_OFFLINE", "HF_HUB_OFFLINE")
 
 _CHUNK = 1 << 20
@@ -101,13 +112,25 @@ def hub_checkpoints_dir() -> Path:
 
 def resolve_inception_weights(weights_path: str | os.PathLike[str] | None = None, *, offline: bool | None = None) -> ResolvedWeights:
     """Locate (or, when allowed, download) the FID Inception weights; see the module docstring."""
+    return resolve_weights(TORCH_FIDELITY_WEIGHTS, weights_path, offline=offline)
+
+
+def resolve_pytorch_fid_weights(weights_path: str | os.PathLike[str] | None = None, *, offline: bool | None = None) -> ResolvedWeights:
+    """pytorch-fid's own weights file, :data:`PYTORCH_FID_FILE_NAME`: same order as the module docstring,
+    with ``GENBENCH_PYTORCH_FID_WEIGHTS``, only that name in the hub cache (where pytorch-fid's
+    ``load_state_dict_from_url`` keeps it) and a download from :data:`PYTORCH_FID_URL`."""
+    return resolve_weights(PYTORCH_FID_WEIGHTS, weights_path, offline=offline)
+
+
+def resolve_weights(spec: WeightsSpec, weights_path: str | os.PathLike[str] | None = None, *, offline: bool | None = None) -> ResolvedWeights:
+    """Resolve ``spec``'s weights: explicit path, its environment variable, its hub-cache names, a download."""
     if weights_path is not None:
-        return _given(Path(weights_path), "explicit", "the weights_path option / --inception-weights")
-    env_value = os.environ.get(ENV_WEIGHTS, "").strip()
+        return _given(spec, Path(weights_path), "explicit", spec.option_hint)
+    env_value = os.environ.get(spec.env_var, "").strip()
     if env_value:
-        return _given(Path(env_value), "env", f"the environment variable {ENV_WEIGHTS}")
+        return _given(spec, Path(env_value), "env", f"the environment variable {spec.env_var}")
     cache = hub_checkpoints_dir()
-    candidates = [cache / OFFICIAL_FILE_NAME, cache / PYTORCH_FID_FILE_NAME]
+    candidates = [cache / name for name in spec.file_names]
     for candidate in candidates:
         if candidate.is_file():
             resolved = ResolvedWeights(candidate, "hub-cache", sha256_file(candidate))
@@ -120,9 +143,9 @@ def resolve_inception_weights(weights_path: str | os.PathLike[str] | None = None
             return resolved
     if is_offline(offline):
         raise WeightsNotFoundError(
-            _not_found_message(candidates, reason="downloading is disabled (offline=True, GENBENCH_OFFLINE=1 or HF_HUB_OFFLINE=1)")
+            spec.not_found(candidates, "downloading is disabled (offline=True, GENBENCH_OFFLINE=1 or HF_HUB_OFFLINE=1)")
         )
-    return _download(cache / OFFICIAL_FILE_NAME, candidates)
+    return _download(spec, candidates[0], candidates)
 
 
 def sha256_file(path: Path) -> str:
@@ -147,32 +170,33 @@ def sha256_file(path: Path) -> str:
     return digest
 
 
-def _given(path: Path, source: str, how: str) -> ResolvedWeights:
+def _given(spec: WeightsSpec, path: Path, source: str, how: str) -> ResolvedWeights:
     path = path.expanduser()
     if not path.is_file():
         raise WeightsNotFoundError(
             f"Inception weights file {str(path)!r}, given by {how}, does not exist (or is not a file). "
-            f"Fix the path, or unset it to use the cache ($TORCH_HOME/hub/checkpoints/{OFFICIAL_FILE_NAME})."
+            f"Fix the path, or unset it to use the cache ($TORCH_HOME/hub/checkpoints/{spec.file_names[0]})."
         )
     return ResolvedWeights(path, source, sha256_file(path))
 
 
-def _download(destination: Path, searched: list[Path]) -> ResolvedWeights:
-    logger.info("downloading Inception weights %s -> %s", OFFICIAL_URL, destination)
+def _download(spec: WeightsSpec, destination: Path, searched: list[Path]) -> ResolvedWeights:
+    url, prefix = spec.url, spec.sha256_prefix
+    logger.info("downloading Inception weights %s -> %s", url, destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     try:
         # Writes to a temporary file, checks the sha256 prefix and only then moves it into place;
         # on a mismatch it deletes the temporary file and raises RuntimeError.
-        torch.hub.download_url_to_file(OFFICIAL_URL, str(destination), hash_prefix=OFFICIAL_SHA256_PREFIX, progress=True)
+        torch.hub.download_url_to_file(url, str(destination), hash_prefix=prefix, progress=True)
     except RuntimeError as err:
         if "invalid hash value" in str(err):
             raise WeightsHashError(
-                f"downloaded {OFFICIAL_URL} but its sha256 does not start with {OFFICIAL_SHA256_PREFIX} ({err}); "
-                "the file was deleted. Retry, or fetch it by hand and pass it with --inception-weights FILE."
+                f"downloaded {url} but its sha256 does not start with {prefix} ({err}); "
+                f"the file was deleted. Retry, or fetch it by hand and pass it with {spec.option_hint}."
             ) from err
         raise
     except OSError as err:
-        raise WeightsNotFoundError(_not_found_message(searched, reason=f"the download failed ({err})")) from err
+        raise WeightsNotFoundError(spec.not_found(searched, f"the download failed ({err})")) from err
     return ResolvedWeights(destination, "download", sha256_file(destination))
 
 
@@ -191,6 +215,39 @@ def _not_found_message(searched: list[Path], *, reason: str) -> str:
         f"  3. copy it to $TORCH_HOME/hub/checkpoints/{OFFICIAL_FILE_NAME} (here: {searched[0]})\n"
         f"On a machine with network access, fetch it from {OFFICIAL_URL}"
     )
+
+
+def _pytorch_fid_not_found_message(searched: list[Path], reason: str) -> str:
+    """One line: the file, what is known of its sha256, where we looked and the ways to provide it."""
+    return (
+        f"pytorch-fid Inception weights {PYTORCH_FID_FILE_NAME} not found ({reason}; looked in "
+        f"{', '.join(str(p) for p in searched)}); its sha256 should start with {OFFICIAL_SHA256_PREFIX} (the full hash "
+        f"is not recorded here). Provide it with weights_path=FILE, export {ENV_PYTORCH_FID_WEIGHTS}=FILE, "
+        f"or copy it to {searched[0]}; with network access fetch it from {PYTORCH_FID_URL}"
+    )
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """What :func:`resolve_weights` looks for: hub-cache names (the first is the download target),
+    environment variable, download URL and sha256 prefix, and the not-found message."""
+
+    file_names: tuple[str, ...]
+    env_var: str
+    url: str
+    sha256_prefix: str
+    option_hint: str
+    not_found: Callable[[list[Path], str], str]
+
+
+TORCH_FIDELITY_WEIGHTS = WeightsSpec(
+    (OFFICIAL_FILE_NAME, PYTORCH_FID_FILE_NAME), ENV_WEIGHTS, OFFICIAL_URL, OFFICIAL_SHA256_PREFIX,
+    "the weights_path option / --inception-weights", lambda searched, reason: _not_found_message(searched, reason=reason),
+)
+PYTORCH_FID_WEIGHTS = WeightsSpec(
+    (PYTORCH_FID_FILE_NAME,), ENV_PYTORCH_FID_WEIGHTS, PYTORCH_FID_URL, OFFICIAL_SHA256_PREFIX,
+    "the weights_path option", _pytorch_fid_not_found_message,
+)
 
 
 def _index_path() -> Path:
