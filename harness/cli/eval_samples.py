@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from harness.cli.options import add_flags, add_replicates_flag, collect, replicates
-from harness.core.options import RESIZE_PROTOCOLS, SampleMetricOptions
+from harness.cli.options import add_extractor_flags, add_flags, add_pass_flags, add_replicates_flag, collect, replicates
+from harness.core.options import SampleMetricOptions
 from harness.store.records import check_output_path, write_record
 
 # The parser is built without importing torch or a metric module (``genbench --help`` stays fast);
@@ -34,18 +34,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated metric names, of {','.join(metric_names())} those two sample sets "
                         "allow (`genbench ls metrics`; default: every default metric the data allow)")
-    p.add_argument("--feature-extractor", default=None, metavar="NAME",
-                   help="default: inception-v3 for images, identity for tabular data")
-    p.add_argument("--inception-weights", default=None, metavar="FILE",
-                   help="FID Inception weights file (weights-inception-2015-12-05-6726825d.pth)")
-    p.add_argument("--resize", default="tf-bilinear", choices=RESIZE_PROTOCOLS,
-                   help="Inception resize protocol (default: %(default)s)")
+    add_extractor_flags(p)
     p.add_argument("--num-samples", type=int, default=None, metavar="N",
                    help="use N rows of each set (seeded subset; generated sets draw N)")
     p.add_argument("--seed", type=int, default=0, help="seed for subsets, KID subsets and IS splits")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write cached reference features")
+    add_pass_flags(p)
     add_flags(p, SampleMetricOptions, title="sample metrics")
     add_replicates_flag(p, "; costs about B/4 x the run's k-NN metrics and, above 2000 samples, B x its KID")
     p.add_argument("--json", default=None, metavar="OUT", help="write the run record here")

@@ -63,6 +63,25 @@ def collect(args: argparse.Namespace, cls: type) -> Any:
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
+def add_extractor_flags(parser: argparse.ArgumentParser) -> None:
+    """--feature-extractor, --inception-weights and --resize: what a feature pass runs with."""
+    from harness.core.options import RESIZE_PROTOCOLS
+
+    parser.add_argument("--feature-extractor", default=None, metavar="NAME",
+                        help="default: inception-v3 for images, identity for tabular data")
+    parser.add_argument("--inception-weights", default=None, metavar="FILE",
+                        help="FID Inception weights file (weights-inception-2015-12-05-6726825d.pth)")
+    parser.add_argument("--resize", default="tf-bilinear", choices=RESIZE_PROTOCOLS,
+                        help="Inception resize protocol (default: %(default)s)")
+
+
+def add_pass_flags(parser: argparse.ArgumentParser) -> None:
+    """--batch-size, --device and --no-cache: how a feature pass runs."""
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write cached reference features")
+
+
 def add_replicates_flag(parser: argparse.ArgumentParser, extra_help: str = "") -> None:
     """``--replicates B`` (and the old ``--bootstrap B``, accepted with a warning)."""
     text = "half-sample replicates for each sample metric's standard error, used by `genbench check`"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness.core.options import RESIZE_PROTOCOLS
+from harness.cli.options import add_extractor_flags, add_pass_flags
 from harness.store.records import check_output_path
 
 # The parser is built without importing torch or a metric module (``genbench --help`` stays fast);
@@ -27,18 +27,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--features", action="store_true",
                    help="also store the feature rows, so that KID, PRDC and the other metrics that read reference "
                         "rows can run against the file (N x d float32; 400 MB for 50000 Inception rows)")
-    p.add_argument("--feature-extractor", default=None, metavar="NAME",
-                   help="default: inception-v3 for images, identity for tabular data")
-    p.add_argument("--inception-weights", default=None, metavar="FILE",
-                   help="FID Inception weights file (weights-inception-2015-12-05-6726825d.pth)")
-    p.add_argument("--resize", default="tf-bilinear", choices=RESIZE_PROTOCOLS,
-                   help="Inception resize protocol (default: %(default)s)")
+    add_extractor_flags(p)
     p.add_argument("--num-samples", type=int, default=None, metavar="N",
                    help="use N rows: the seeded subset eval-samples --reference DATA --num-samples N --seed S uses")
     p.add_argument("--seed", type=int, default=0, help="seed of that subset (as eval-samples --seed)")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write cached reference features")
+    add_pass_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(command=name)
 
