@@ -72,7 +72,7 @@ class SampleEvalConfig:
     num_samples: int | None = None
     seed: int = 0
     batch_size: int = 50
-    device: str = "cpu"
+    device: str = "auto"  # resolved in __post_init__ (harness.core.device.check_device)
     sample_metrics: SampleMetricOptions = field(default_factory=SampleMetricOptions)
     use_cache: bool = True
     replicates: int = 10
@@ -99,7 +99,7 @@ class SampleEvalConfig:
         if self.num_samples is not None and self.num_samples < 2:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
         check_replicates(self.replicates)
-        check_device(self.device)
+        object.__setattr__(self, "device", check_device(self.device))
 
     @property
     def options(self) -> MetricOptions:
@@ -436,7 +436,7 @@ class ReferenceConfig:
     num_samples: int | None = None
     seed: int = 0
     batch_size: int = 50
-    device: str = "cpu"
+    device: str = "auto"  # resolved in __post_init__ (harness.core.device.check_device)
     use_cache: bool = True
 
     def __post_init__(self) -> None:
@@ -448,7 +448,7 @@ class ReferenceConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_samples is not None and self.num_samples < 2:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
-        check_device(self.device)
+        object.__setattr__(self, "device", check_device(self.device))
 
 
 def make_reference(cfg: ReferenceConfig, *, progress: bool = True, argv: list[str] | None = None) -> dict[str, Any]:

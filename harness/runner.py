@@ -69,7 +69,7 @@ class ModelEvalConfig:
     steps: int | None = None
     sample_options: tuple[tuple[str, Any], ...] = ()  # other keyword arguments of model.sample, e.g. denoise=False
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # resolved in __post_init__ (harness.core.device.check_device)
     batch_size: int = 100
     feature_extractor: str | None = None
     inception_weights: str | None = None
@@ -105,7 +105,7 @@ class ModelEvalConfig:
         if self.num_samples < 2:
             raise ValueError(f"num_samples must be >= 2, got {self.num_samples}")
         check_replicates(self.replicates)
-        check_device(self.device)
+        object.__setattr__(self, "device", check_device(self.device))
 
     @property
     def options(self) -> MetricOptions:

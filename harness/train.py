@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from harness.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
+from harness.core.device import check_device
 from harness.core.ema import EMA
 from harness.core.heartbeat import Heartbeat
 from harness.core.protocols import DataSpec
@@ -65,7 +66,7 @@ class TrainConfig:
     steps: int | None = None
     batch_size: int | None = None
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # resolved in __post_init__ (harness.core.device.check_device)
     checkpoint_every: int = 0  # 0: only the final checkpoint
     resume: str | None = None
     num_train: int | None = None  # rows drawn for generated (toy) sets; default 10,000
@@ -77,6 +78,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        object.__setattr__(self, "device", check_device(self.device))
 
 
 def data_to_model(x: np.ndarray | Tensor, spec: DataSpec) -> Tensor:

@@ -37,6 +37,28 @@ def test_unusable_devices_are_refused_before_the_work(capsys, device):
     assert code == 2 and f"--device {device}" in err.replace("'", "") and err.count("\n") == 1, err
 
 
+def test_device_auto_is_cuda_then_mps_then_cpu_and_configs_hold_what_ran(monkeypatch):
+    from harness.core import device as dev
+    from harness.eval_samples import SampleEvalConfig
+    from harness.runner import ModelEvalConfig
+    from harness.train import TrainConfig
+
+    for cfg in (SampleEvalConfig(samples="a", reference="b"), ModelEvalConfig(dataset="d", model="m"),
+                TrainConfig(model="m", dataset="d", out="o.pt")):
+        assert cfg.device == dev.auto_device()  # the default, resolved: a record names the device that ran
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dev, "_mps_available", lambda: False)
+    assert dev.check_device("auto") == "cpu"
+    monkeypatch.setattr(dev, "_mps_available", lambda: True)
+    assert dev.auto_device() == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert dev.auto_device() == "cuda"
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert dev.check_device("cuda") == "cuda:3"  # under torchrun, this worker's GPU
+
+
 def test_bad_inception_weights_file_is_a_one_line_error(tmp_path, capsys):
     bad = tmp_path / "weights.pth"
     torch.save({"not": torch.zeros(1)}, bad)

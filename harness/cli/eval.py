@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--sample-option", action="append", default=[], metavar="KEY=VALUE",
                    help="another keyword argument of model.sample, e.g. denoise=false (repeatable; VALUE parsed as JSON where it can be)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="torch device: auto (default: cuda if available, else mps, else cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--feature-extractor", default=None, metavar="NAME")
     p.add_argument("--inception-weights", default=None, metavar="FILE")

@@ -78,7 +78,7 @@ def add_extractor_flags(parser: argparse.ArgumentParser) -> None:
 def add_pass_flags(parser: argparse.ArgumentParser) -> None:
     """--batch-size, --device and --no-cache: how a feature pass runs."""
     parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps")
+    parser.add_argument("--device", default="auto", help="torch device: auto (default: cuda if available, else mps, else cpu), cpu, cuda, cuda:1, mps")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write cached reference features")
 
 

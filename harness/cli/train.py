@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: the model's)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="torch device: auto (default: cuda if available, else mps, else cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--checkpoint-every", type=int, default=0, metavar="N", help="also save every N steps")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue from a checkpoint written by train")
     p.add_argument("--num-train", type=int, default=None, metavar="N", help="rows drawn for generated (toy) sets")

@@ -1,27 +1,53 @@
-"""Checking a ``--device`` before any work: a name torch knows, on hardware that is present."""
+"""Choosing and checking a ``--device`` before any work: ``auto``, or a name torch knows on
+hardware that is present."""
 
 from __future__ import annotations
 
+import os
+
+AUTO = "auto"
+
+
+def _mps_available() -> bool:
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def auto_device() -> str:
+    """The device ``auto`` means here: ``cuda`` if CUDA is available, else ``mps``, else ``cpu``."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if _mps_available() else "cpu"
+
 
 def check_device(name: str) -> str:
-    """Return ``name`` if torch can run on it here; else raise ValueError saying what to use.
+    """The device to run on for ``--device name``; raises ValueError saying what to use instead.
 
-    Accepts what ``torch.device`` accepts (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ...). A CUDA
-    device needs ``torch.cuda.is_available()`` and an index below ``torch.cuda.device_count()``;
-    ``mps`` needs ``torch.backends.mps.is_available()``.
+    ``auto`` resolves by :func:`auto_device`; the result, not ``auto``, is what configs and records
+    hold, so a record names what ran. Otherwise accepts what ``torch.device`` accepts (``cpu``,
+    ``cuda``, ``cuda:N``, ``mps``, ...). A CUDA device needs ``torch.cuda.is_available()`` and an
+    index below ``torch.cuda.device_count()``; ``mps`` needs ``torch.backends.mps.is_available()``.
+    Under ``torchrun`` a bare ``cuda`` is this worker's GPU, ``cuda:LOCAL_RANK``.
     """
     import torch
 
+    if name == AUTO:
+        name = auto_device()
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"--device {name!r} is not a torch device ({err}); use cpu, cuda, cuda:N or mps") from None
+        raise ValueError(f"--device {name!r} is not a torch device ({err}); use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {name}: no CUDA device is available on this machine; use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s) "
                              f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
-    elif device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+    elif device.type == "mps" and not _mps_available():
         raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
     return name
