@@ -25,6 +25,7 @@ import numpy as np
 
 from harness.config import config_from_dict
 from harness.core.device import check_device
+from harness.core.distributed import finished_here_writes
 from harness.core.metric import Metric, MetricInputs
 from harness.core.options import RESIZE_PROTOCOLS, MetricOptions, SampleMetricOptions
 from harness.datasets import Dataset, load_dataset
@@ -478,7 +479,8 @@ def make_reference(cfg: ReferenceConfig, *, progress: bool = True, argv: list[st
         "statistics": "mu: float64 mean; sigma: float64 unbiased covariance (ddof=1), streamed (metrics.fid.GaussianStats)",
         "created": run_info(device=cfg.device, wall_time_s=time.perf_counter() - start, argv=argv),
     }
-    written = write_reference(cfg.out, mu=stats.mean, sigma=stats.cov,
-                              features=real.features if cfg.features else None, manifest=manifest)
-    log.info("reference statistics written to %s", written)
+    if finished_here_writes():
+        written = write_reference(cfg.out, mu=stats.mean, sigma=stats.cov,
+                                  features=real.features if cfg.features else None, manifest=manifest)
+        log.info("reference statistics written to %s", written)
     return manifest

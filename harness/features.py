@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from harness import cache
+from harness.core.distributed import all_true, gather_rows, my_share, world
 from harness.core.heartbeat import phase
 from harness.core.heartbeat import progress as progress_iter
 from harness.datasets import Dataset
@@ -57,14 +58,23 @@ def extract_features(
     gaussian: bool = True,
 ) -> FeatureSet:
     """Run ``extractor`` over ``data.x`` in batches; fail on non-finite features. ``gaussian``:
-    also stream the mean and covariance (``FeatureSet.stats``)."""
+    also stream the mean and covariance (``FeatureSet.stats``).
+
+    Under torchrun each rank runs its share of the batches (``harness.core.distributed``) and
+    every rank gets all rows back in order; the statistics are then streamed over the gathered
+    rows batch by batch, in the order one process uses, so they equal its bit for bit.
+    """
     n = len(data)
+    starts = range(0, n, batch_size)
+    mine = my_share(starts)
     features = np.empty((n, extractor.feature_dim), dtype=np.float32)
     logits = np.empty((n, extractor.num_classes), dtype=np.float32) if extractor.num_classes else None
+    sharded = world().size > 1
     stats = GaussianStats() if gaussian else None
     with torch.inference_mode():
-        phase(f"{desc}: {n} rows through {extractor.name}")
-        for start in progress_iter(range(0, n, batch_size), total=-(-n // batch_size), desc=desc, bar=progress):
+        phase(f"{desc}: {n} rows through {extractor.name}" + (f" ({len(mine)} of {len(starts)} batches on this rank)"
+                                                              if sharded else ""))
+        for start in progress_iter(mine, total=len(mine), desc=desc, bar=progress):
             batch = torch.from_numpy(np.ascontiguousarray(data.x[start : start + batch_size]))
             out = extractor(batch)
             feats = out["features"].detach().to("cpu", torch.float32).numpy()
@@ -75,11 +85,23 @@ def extract_features(
                     "and the extractor weights"
                 )
             features[start : start + len(batch)] = feats
-            if stats is not None:
+            if stats is not None and not sharded:
                 stats.update(feats)
             if logits is not None:
                 logits[start : start + len(batch)] = out["logits"].detach().to("cpu", torch.float32).numpy()
+    if sharded:
+        features = _gathered(features, mine, batch_size, n)
+        logits = None if logits is None else _gathered(logits, mine, batch_size, n)
+        if stats is not None:
+            for start in starts:
+                stats.update(features[start : start + batch_size])
     return FeatureSet(features=features, logits=logits, stats=stats)
+
+
+def _gathered(local: np.ndarray, mine: list[int], batch_size: int, n: int) -> np.ndarray:
+    """All ranks' rows of ``local`` (this rank filled the batches starting at ``mine``), in order."""
+    full = gather_rows({s: local[s : s + batch_size] for s in mine}, n)
+    return local[:0] if full is None else full
 
 
 def reference_cache_description(data: Dataset, extractor: FeatureExtractor, selection: dict[str, Any]) -> dict[str, Any]:
@@ -110,7 +132,9 @@ def extract_reference_features(
     if use_cache:
         stats_keys = ("stats_n", "stats_shift", "stats_sum", "stats_sum_outer") if gaussian else ()
         hit = cache.load(CACHE_KIND, key, required=("features", "logits", *stats_keys))
-        if hit is not None and hit["features"].shape == (len(data), extractor.feature_dim):
+        usable = hit is not None and hit["features"].shape == (len(data), extractor.feature_dim)
+        # under torchrun the pass is sharded, so either every rank uses its cache entry or none does
+        if all_true(usable):
             log.info("reference features for %s served from cache %s", data.name, key[:12])
             logits = hit.get("logits")
             return FeatureSet(
@@ -121,7 +145,7 @@ def extract_reference_features(
             )
     result = extract_features(data, extractor, batch_size=batch_size, desc=f"features {data.name}", progress=progress,
                               gaussian=gaussian)
-    if use_cache:
+    if use_cache and world().is_main:
         arrays = {"features": result.features, "logits": result.logits if result.logits is not None else np.empty(0)}
         if result.stats is not None:
             arrays.update({f"stats_{k}": np.asarray(v) for k, v in result.stats.to_dict().items()})

@@ -23,6 +23,7 @@ import torch
 from harness.config import config_from_dict
 from harness.convert import ROUNDING, samples_to_data
 from harness.core.device import check_device
+from harness.core.distributed import gather_rows, my_share, sum_ints
 from harness.core.heartbeat import phase
 from harness.core.heartbeat import progress as progress_iter
 from harness.core.metric import MetricInputs, ModelData
@@ -191,18 +192,23 @@ def _checked_samples(x: Any, n: int, spec: DataSpec, model: Any) -> torch.Tensor
 
 
 def draw_samples(model: Any, cfg: ModelEvalConfig, *, progress: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Draw ``num_samples`` in batches with per-example seeds; count NFE at the network."""
+    """Draw ``num_samples`` in batches with per-example seeds; count NFE at the network.
+
+    Under torchrun each rank draws its share of the batches (``harness.core.distributed``); the
+    samples are gathered in order on every rank and the NFE counts summed, so the result is one
+    process's.
+    """
     from harness.core.nfe import DECLARED_ATTRIBUTE, NFECount, counting
 
     spec: DataSpec = model.data_spec
     kwargs = _sample_kwargs(model, cfg)
     net = getattr(model, "net", None)
     count = NFECount()
-    out = []
+    out: dict[int, np.ndarray] = {}
     start = time.perf_counter()
+    mine = my_share(range(0, cfg.num_samples, cfg.batch_size))
     phase(f"sampling {cfg.num_samples} examples from {type(model).__name__}")
-    for lo in progress_iter(range(0, cfg.num_samples, cfg.batch_size), total=-(-cfg.num_samples // cfg.batch_size),
-                            desc="sampling", bar=progress):
+    for lo in progress_iter(mine, total=len(mine), desc="sampling", bar=progress):
         rng = BatchRNG(cfg.seed, range(lo, min(lo + cfg.batch_size, cfg.num_samples)), device=cfg.device)
         with torch.no_grad():
             if isinstance(net, torch.nn.Module):
@@ -212,9 +218,12 @@ def draw_samples(model: Any, cfg: ModelEvalConfig, *, progress: bool) -> tuple[t
                 count.examples += batch_count.examples
             else:
                 x = model.sample(len(rng), rng, **kwargs)
-        out.append(samples_to_data(_checked_samples(x, len(rng), spec, model), spec, rounding=cfg.rounding))
+        out[lo] = samples_to_data(_checked_samples(x, len(rng), spec, model), spec, rounding=cfg.rounding).numpy()
+    gathered = gather_rows(out, cfg.num_samples)
+    totals = sum_ints({"forward_calls": count.forward_calls, "examples": count.examples})
+    count.forward_calls, count.examples = totals["forward_calls"], totals["examples"]
     wall = time.perf_counter() - start
-    samples = torch.cat(out)
+    samples = torch.from_numpy(gathered)
     settings = getattr(model, "sampling_settings", None)  # the sampler / steps the model resolved its defaults to
     info: dict[str, Any] = {
         "num_samples": cfg.num_samples,

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.core.distributed import map_shared
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
 from harness.core.protocols import DataSpec, Encoder
 from harness.core.rng import BatchRNG
@@ -150,8 +151,8 @@ def encoder_active_units(model: Encoder, batches: Iterable[Batch], *, spec: Data
     Returns:
         ``{"active_units": active_units-style dict, "kl_active_dims": kl_active_dims-style dict, "n"}``.
     """
-    moments, kl_sum = RunningMoments(), torch.zeros((), dtype=torch.float64)
-    for indices, x in indexed_batches(batches):
+    def encode(batch: tuple[list[int], Tensor]) -> tuple[Tensor, Tensor]:
+        indices, x = batch
         if spec is not None:
             x, _, _ = model_inputs(x, spec, BatchRNG(seed, indices))
         with torch.no_grad():
@@ -160,6 +161,11 @@ def encoder_active_units(model: Encoder, batches: Iterable[Batch], *, spec: Data
         if mean.shape != logvar.shape or mean.shape[0] != len(indices):
             raise ValueError(f"encode() of a batch of {len(indices)} returned mean {tuple(mean.shape)} and logvar "
                              f"{tuple(logvar.shape)}; both must be [B, Z]")
+        return mean.detach().cpu(), logvar.detach().cpu()
+
+    moments, kl_sum = RunningMoments(), torch.zeros((), dtype=torch.float64)
+    # under torchrun each rank encodes its share of the batches; the moments stream over all of them in order
+    for mean, logvar in map_shared(encode, list(indexed_batches(batches))):
         moments.update(mean)
         kl_sum = kl_sum + kl_per_dim(mean, logvar).sum(0)
     if moments.n == 0:

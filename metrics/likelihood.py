@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from harness.core.distributed import map_shared
 from harness.core.protocols import DataSpec, LogLikelihood, LowerBound
 from harness.core.rng import BatchRNG, example_seed
 from harness.core.stats import block_means, mean_and_stderr
@@ -111,18 +112,22 @@ def _score_all(score: Callable[[Tensor, list[int]], Tensor], batches: Iterable[B
 
     Inputs go to ``device``, or stay on the batch's device when it is None.
     """
-    values: list[Tensor] = []
-    offset, fields = 0.0, {}
-    for indices, x in indexed_batches(batches):
+    def one(batch: tuple[list[int], Tensor]) -> tuple[Tensor, float, dict[str, Any]]:
+        indices, x = batch
         inputs, offset, fields = model_inputs(x, spec, BatchRNG(seed, indices))
         with torch.no_grad():
             out = score(inputs if device is None else inputs.to(device), indices)
         if tuple(out.shape) != (len(indices),):
             raise ValueError(f"the model returned shape {tuple(out.shape)} for a batch of {len(indices)}; "
                              "log-likelihoods must be [B] nats, summed over dimensions")
-        values.append(out.detach().to("cpu", torch.float64))
-    if not values:
+        return out.detach().to("cpu", torch.float64), offset, fields
+
+    # under torchrun each rank scores its share of the batches; every rank gets all results in order
+    results = map_shared(one, list(indexed_batches(batches)))
+    if not results:
         raise ValueError("no examples to evaluate: the batches were empty")
+    values = [r[0] for r in results]
+    _, offset, fields = results[-1]
     log_p = torch.cat(values)
     bad = ~torch.isfinite(log_p)
     if bad.any():

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from harness.core.distributed import map_shared
 from harness.core.heartbeat import progress
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
 from harness.core.protocols import LogLikelihood
@@ -27,19 +28,22 @@ def _ode(inputs: MetricInputs, options: Any) -> dict[str, Any]:
     o = options.model
     config = ODELikelihoodConfig(divergence=o.ode_divergence, probe=o.ode_probe, num_probes=o.ode_num_probes,
                                  solver=o.ode_solver, rtol=o.ode_rtol, atol=o.ode_atol, steps=o.ode_steps)
-    values, nfes, protocol, fields = [], [], {}, {}
-    forward_calls = vjp_calls = 0
-    offset = 0.0
     data = inputs.data
-    for lo, x in progress(data.batches, total=len(data.batches), desc="PF-ODE likelihood", bar=inputs.progress):
+
+    def solve(batch: tuple[int, torch.Tensor]) -> dict[str, Any]:
+        lo, x = batch
         rng = BatchRNG(inputs.seed, range(lo, lo + len(x)), device=inputs.device)
         model_x, offset, fields = model_inputs(x, data.spec, rng)
         bpd, result = ode_bpd(inputs.model, model_x, config=config, rng=rng, offset_bits=offset)
-        values.append(bpd.cpu())
-        nfes.append(result.nfe.cpu())
-        forward_calls += result.forward_calls
-        vjp_calls += result.vjp_calls
-        protocol = result.protocol()
+        return {"bpd": bpd.cpu(), "nfe": result.nfe.cpu(), "forward_calls": result.forward_calls,
+                "vjp_calls": result.vjp_calls, "protocol": result.protocol(), "offset": offset, "fields": fields}
+
+    # under torchrun each rank solves its share of the batches; every rank gets all results in order
+    results = map_shared(solve, data.batches, wrap=lambda positions: progress(
+        positions, total=len(positions), desc="PF-ODE likelihood", bar=inputs.progress))
+    values, nfes = [r["bpd"] for r in results], [r["nfe"] for r in results]
+    forward_calls, vjp_calls = sum(r["forward_calls"] for r in results), sum(r["vjp_calls"] for r in results)
+    protocol, offset, fields = results[-1]["protocol"], results[-1]["offset"], results[-1]["fields"]
     per_example = torch.cat(values)
     mean, stderr = mean_and_stderr(per_example)
     nfe = torch.cat(nfes).to(torch.float64)

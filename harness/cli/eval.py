@@ -71,6 +71,8 @@ def parse_model_args(items: list[str]) -> tuple[tuple[str, Any], ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.core.distributed import finished_here_writes
+
     if args.ode_probes_old is not None:  # the flag's old name
         print("genbench: warning: --ode-probes is now --ode-num-probes", file=sys.stderr)
         args.ode_num_probes = args.ode_probes_old
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_output_path(args.json)
     record = evaluate_model(cfg, progress=not args.quiet and sys.stderr.isatty(), argv=sys.argv)
+    if not finished_here_writes():
+        return 0
     if args.json:
         path = write_record(args.json, record)
     model = record["model"]

@@ -119,6 +119,7 @@ def format_table(record: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from harness.core.distributed import finished_here_writes
     from harness.eval_samples import SampleEvalConfig, evaluate_samples
 
     cfg = SampleEvalConfig(
@@ -141,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_output_path(args.json)
     record = evaluate_samples(cfg, progress=not args.quiet and sys.stderr.isatty(), argv=sys.argv)
+    if not finished_here_writes():
+        return 0
     if args.json:
         path = write_record(args.json, record)
     data = record["data"]

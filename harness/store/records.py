@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.atomic import write_json
+from harness.core.distributed import describe_world
 from harness.store.schema import SCHEMA, Record, migrate
 
 __all__ = ["SCHEMA", "Record", "check_output_path", "migrate", "read_record", "run_info", "validate_record", "write_record"]
@@ -60,18 +61,43 @@ def torch_threads() -> int | None:
     return None if torch is None else int(torch.get_num_threads())
 
 
+def cpu_model() -> str:
+    """The CPU's model name and widest vector extension (``/proc/cpuinfo`` on Linux, else
+    ``platform.processor()``): trained models are reproducible bit for bit only on the same kind of
+    CPU, since the vector width changes the rounding of float sums."""
+    name, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not name:
+                    name = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+                if name and flags:
+                    break
+    except OSError:
+        pass
+    vector = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), "")
+    return ", ".join(filter(None, [name or platform.processor() or "unknown", vector]))
+
+
 def run_info(*, device: str, wall_time_s: float, argv: list[str] | None = None) -> dict[str, Any]:
-    """The ``run`` section of a record."""
-    return {
+    """The ``run`` section of a record; under torchrun also ``distributed`` (world size, backend)."""
+    info = {
         "id": uuid.uuid4().hex,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_sha": git_sha(),
         "versions": library_versions(),
         "device": device,
-        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch_threads()},
+        "host": {"platform": platform.platform(), "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+                 "torch_threads": torch_threads()},
         "wall_time_s": round(wall_time_s, 3),
         "argv": list(sys.argv if argv is None else argv),
     }
+    if (distributed := describe_world()) is not None:
+        info["distributed"] = distributed
+    return info
 
 
 def check_output_path(path: str | os.PathLike[str]) -> Path:
