@@ -109,3 +109,35 @@ def test_a_failing_rank_ends_the_job_with_its_error_and_nothing_is_written(tmp_p
     assert run.returncode != 0
     assert "(rank 1 of 2): error: planted failure in the batch of examples 16..31" in run.stderr
     assert not out.exists()
+
+
+SUITE = """
+name: tiny
+title: tiny
+dataset: {train: moons-train, eval: moons-test}
+seeds: [0]
+defaults:
+  train: {steps: 20, batch_size: 64, num_train: 300}
+  eval: {metrics: [fid, nfe, bpd], num_samples: 60, batch_size: 16, feature_extractor: identity, bootstrap: 0}
+columns: [fid, nfe_mean]
+rows:
+  - {id: fm, model: fm-ot, model_args: {hidden: 16, depth: 1, time_dim: 8}, eval: {sampler: euler, steps: 4}}
+claims: []
+"""
+
+
+def test_the_leaderboard_under_torchrun_trains_once_and_writes_the_one_process_record(tmp_path, cache_dir):
+    (tmp_path / "suite.yaml").write_text(SUITE)
+
+    def args(name: str) -> list[str]:
+        return ["leaderboard", "--suite", str(tmp_path / "suite.yaml"), "--results", str(tmp_path / name / "results"),
+                "--out", str(tmp_path / name / "lb"), "--work-dir", str(tmp_path / name / "work"), "--device", "cpu",
+                "--quiet"]
+
+    assert main(args("one")) == 0
+    run = _torchrun(args("two"), tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = (tmp_path / n / "results" / "tiny" / "fm" / "seed0.json" for n in ("one", "two"))
+    assert _metrics(two) == _metrics(one)
+    assert json.loads(two.read_text())["run"]["distributed"]["world_size"] == 2
+    assert len(list((tmp_path / "two" / "work" / "checkpoints").glob("*.pt"))) == 2  # trained once: final + 3/4

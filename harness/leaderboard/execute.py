@@ -63,7 +63,7 @@ float reductions differ at ~1e-13 between thread counts, far below any metric's 
 _RUN_DESCRIPTION = frozenset({"wall_time_s", "created_utc", "checkpoint_sha256", "weights_sha256", "samples_per_s"})
 """Fields, at any depth, that describe the run rather than its result (``weights_sha256`` differs when
 float reductions do; the metrics decide)."""
-_RUN_PATHS = (("run", "id"), ("run", "git_sha"), ("run", "host"))
+_RUN_PATHS = (("run", "id"), ("run", "git_sha"), ("run", "host"), ("run", "distributed"))
 _WORK_FILES = (("config", "checkpoint"), ("model", "checkpoint"), ("model", "config", "couplings"))
 """Files in the work folder, named by content key: compared by file name, not by where the folder is."""
 
@@ -202,66 +202,166 @@ def _save_samples(path: Path, samples: Any) -> None:
         handle.write(buf.getvalue())
 
 
+def _run_unit(suite: LeaderboardSuite, row: Row, seed: int, *, results_dir: Path, work: Path, device: str,
+              progress: bool, rewrite: bool) -> tuple[Path, str]:
+    """Train (or reuse) and evaluate one (row, seed); returns the record path and what happened.
+
+    Under torchrun rank 0 trains while the others wait, every rank evaluates its share
+    (``harness.core.distributed``), and rank 0 writes.
+    """
+    from harness.core.distributed import finished_here_writes, gather_objects, world
+    from harness.runner import ModelEvalConfig, evaluate_model
+
+    keys = train_keys(suite, seed)
+    path = record_path(results_dir, suite.name, row.id, seed)
+    ekey = _eval_key(row, keys[row.id], seed)
+    ckpt = _checkpoint(work, keys[row.id])
+    if path.is_file() and ckpt.is_file():
+        try:
+            if json.loads(path.read_text())["leaderboard"]["eval_key"] == ekey:
+                return path, "done (its record and checkpoint exist)"
+        except (KeyError, ValueError):
+            pass  # an unreadable or foreign record is redone
+    summary = _train_row(suite, row, seed, keys, work, device, progress) if world().is_main else None
+    summary = gather_objects(summary)[0]  # the other ranks wait for rank 0's checkpoint (a shared work folder)
+    cfg = ModelEvalConfig.from_dict({**row.eval, "dataset": row.eval_dataset, "seed": seed, "device": device,
+                                     "checkpoint": str(ckpt)})
+    kept: list[Any] = []
+    record = evaluate_model(cfg, progress=progress, argv=["genbench", "leaderboard", "--suite", suite.name],
+                            on_samples=kept.append if seed == row.seeds[0] else None)
+    record["leaderboard"] = {"suite": suite.name, "row": row.id, "label": row.label, "seed": seed,
+                             "train_key": keys[row.id], "eval_key": ekey, "train": summary}
+    earlier_ckpt = _earlier_checkpoint(work, keys[row.id], summary.get("convergence_step"))
+    if earlier_ckpt is not None:
+        earlier = evaluate_model(ModelEvalConfig.from_dict({**row.eval, "dataset": row.eval_dataset, "seed": seed,
+                                                            "device": device, "checkpoint": str(earlier_ckpt)}),
+                                 progress=progress, argv=["genbench", "leaderboard", "--suite", suite.name])
+        record["leaderboard"]["convergence"] = {"step": summary["convergence_step"], "metrics": earlier["metrics"]}
+    samples_path = path.with_name(f"seed{seed}.samples.npz")
+    stored = None if rewrite else _stored(path)
+    keep = stored is not None and reproduces(stored, record) and (not kept or samples_path.is_file())
+    if not keep and finished_here_writes():
+        if kept:
+            _save_samples(samples_path, kept[0].numpy())
+        write_json(path, record)
+    return path, "reproduces the stored record, kept" if keep else "written"
+
+
+def one_torch_thread() -> None:
+    """Process-pool initializer: one torch thread per job, so N jobs share N cores without contention."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _train_job(suite: LeaderboardSuite, row_id: str, seed: int, work: str, device: str, threads: int | None) -> str:
+    """A worker's training task (picklable: module level, plain arguments)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    _train_row(suite, suite.row(row_id), seed, train_keys(suite, seed), Path(work), device, False)
+    return row_id
+
+
+def _unit_job(suite: LeaderboardSuite, row_id: str, seed: int, results_dir: str, work: str, device: str, rewrite: bool,
+              threads: int | None) -> tuple[str, str, float]:
+    """A worker's (row, seed): returns (record path, what happened, seconds)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    path, what = _run_unit(suite, suite.row(row_id), seed, results_dir=Path(results_dir), work=Path(work),
+                           device=device, progress=False, rewrite=rewrite)
+    return str(path), what, time.perf_counter() - t0
+
+
+def _depth(suite: LeaderboardSuite, row_id: str) -> int:
+    """0 for a row that starts from nothing, else one more than the deepest row it starts from."""
+    row = suite.row(row_id)
+    return 0 if not row.upstream else 1 + max(_depth(suite, dep) for dep in row.upstream)
+
+
+def _closure(suite: LeaderboardSuite, row_id: str) -> set[str]:
+    """The rows ``row_id`` starts from, directly or through others."""
+    out: set[str] = set()
+    for dep in suite.row(row_id).upstream:
+        out |= {dep, *_closure(suite, dep)}
+    return out
+
+
+def _run_with_executor(suite: LeaderboardSuite, units: list[tuple[Row, int]], executor: Any, *, results_dir: Path,
+                       work: Path, device: str, rewrite: bool, threads: int | None,
+                       log: Callable[[str], None]) -> list[Path]:
+    """Dispatch the units to ``executor`` (anything with ``submit(fn, *args)`` returning an object with
+    ``result()``: ``concurrent.futures`` pools, submitit executors), level by level: first each
+    distinct model of a level is trained once, then its units are evaluated, so no two jobs train
+    the same checkpoint and a row's upstream models exist before it starts."""
+    start = time.perf_counter()
+    results_dir, work = Path(results_dir).resolve(), Path(work).resolve()  # a job may start in another folder
+    wanted = {(row.id, seed) for row, seed in units}
+    needed = set(wanted) | {(dep, seed) for row, seed in units for dep in _closure(suite, row.id)}
+    done: dict[tuple[str, int], Path] = {}
+    for level in sorted({_depth(suite, r) for r, _ in needed}):
+        at_level = sorted(u for u in needed if _depth(suite, u[0]) == level)
+        distinct: dict[str, tuple[str, int]] = {}
+        for row_id, seed in at_level:
+            distinct.setdefault(train_keys(suite, seed)[row_id], (row_id, seed))
+        trains = [executor.submit(_train_job, suite, row_id, seed, str(work), device, threads)
+                  for row_id, seed in distinct.values() if not _checkpoint(work, train_keys(suite, seed)[row_id]).is_file()]
+        for job in trains:
+            job.result()
+        evals = {u: executor.submit(_unit_job, suite, u[0], u[1], str(results_dir), str(work), device, rewrite, threads)
+                 for u in at_level if u in wanted}
+        for (row_id, seed), job in evals.items():
+            path, what, seconds = job.result()
+            done[(row_id, seed)] = Path(path)
+            log(f"[{len(done)}/{len(wanted)}] {suite.name}/{row_id} seed {seed}: {seconds:.1f} s "
+                f"(suite {time.perf_counter() - start:.0f} s); {what}")
+    return [done[(row.id, seed)] for row, seed in units]
+
+
 def run_suite(
     suite: LeaderboardSuite,
     *,
     results_dir: Path,
     work_dir: Path,
-    device: str = "cpu",
+    device: str = "auto",
     only_rows: tuple[str, ...] = (),
     progress: bool = True,
     rewrite: bool = False,
     log: Callable[[str], None] = print,
+    executor: Any = None,
+    threads: int | None = None,
 ) -> list[Path]:
     """Train and evaluate every (row, seed) of ``suite`` not already done; returns the record paths.
 
-    A stored record that the rerun reproduces is kept as it is, unless ``rewrite``.
+    A stored record that the rerun reproduces is kept as it is, unless ``rewrite``. ``executor``:
+    None runs the units one after another in this process; otherwise each (row, seed) is a job of
+    the executor (:func:`_run_with_executor`), with ``threads`` torch threads (None: the worker's default).
     """
-    from harness.runner import ModelEvalConfig, evaluate_model
+    from harness.core.device import check_device
 
+    device = check_device(device)
     unknown = [r for r in only_rows if r not in {row.id for row in suite.rows}]
     if unknown:
         raise ValueError(f"suite {suite.name} has no row(s) {unknown}; rows: {[r.id for r in suite.rows]}")
     wanted = set(only_rows) if only_rows else {r.id for r in suite.rows}  # rows they start from are trained, not evaluated
-    written: list[Path] = []
     work = Path(work_dir)
     units = [(row, seed) for row in suite.rows if row.id in wanted for seed in row.seeds]
+    if executor is not None:
+        return _run_with_executor(suite, units, executor, results_dir=results_dir, work=work, device=device,
+                                  rewrite=rewrite, threads=threads, log=log)
+    written: list[Path] = []
     start = time.perf_counter()
     for i, (row, seed) in enumerate(units, 1):
-        keys = train_keys(suite, seed)
-        path = record_path(results_dir, suite.name, row.id, seed)
-        ekey = _eval_key(row, keys[row.id], seed)
-        ckpt = _checkpoint(work, keys[row.id])
-        if path.is_file() and ckpt.is_file():
-            try:
-                if json.loads(path.read_text())["leaderboard"]["eval_key"] == ekey:
-                    written.append(path)
-                    continue
-            except (KeyError, ValueError):
-                pass  # an unreadable or foreign record is redone
         t0 = time.perf_counter()
-        summary = _train_row(suite, row, seed, keys, work, device, progress)
-        cfg = ModelEvalConfig.from_dict({**row.eval, "dataset": row.eval_dataset, "seed": seed, "device": device,
-                                         "checkpoint": str(ckpt)})
-        kept: list[Any] = []
-        record = evaluate_model(cfg, progress=progress, argv=["genbench", "leaderboard", "--suite", suite.name],
-                                on_samples=kept.append if seed == row.seeds[0] else None)
-        record["leaderboard"] = {"suite": suite.name, "row": row.id, "label": row.label, "seed": seed,
-                                 "train_key": keys[row.id], "eval_key": ekey, "train": summary}
-        earlier_ckpt = _earlier_checkpoint(work, keys[row.id], summary.get("convergence_step"))
-        if earlier_ckpt is not None:
-            earlier = evaluate_model(ModelEvalConfig.from_dict({**row.eval, "dataset": row.eval_dataset, "seed": seed,
-                                                                "device": device, "checkpoint": str(earlier_ckpt)}),
-                                     progress=progress, argv=["genbench", "leaderboard", "--suite", suite.name])
-            record["leaderboard"]["convergence"] = {"step": summary["convergence_step"], "metrics": earlier["metrics"]}
-        samples_path = path.with_name(f"seed{seed}.samples.npz")
-        stored = None if rewrite else _stored(path)
-        keep = stored is not None and reproduces(stored, record) and (not kept or samples_path.is_file())
-        if not keep:
-            if kept:
-                _save_samples(samples_path, kept[0].numpy())
-            write_json(path, record)
+        path, what = _run_unit(suite, row, seed, results_dir=results_dir, work=work, device=device, progress=progress,
+                               rewrite=rewrite)
         written.append(path)
+        if what.startswith("done"):
+            continue
         log(f"[{i}/{len(units)}] {suite.name}/{row.id} seed {seed}: {time.perf_counter() - t0:.1f} s "
-            f"(suite {time.perf_counter() - start:.0f} s){'; reproduces the stored record, kept' if keep else ''}")
+            f"(suite {time.perf_counter() - start:.0f} s){'; ' + what if what.startswith('reproduces') else ''}")
     return written
