@@ -255,7 +255,7 @@ def build_extractor(cfg: SampleEvalConfig | ReferenceConfig, data: Dataset) -> F
 
 def feature_inputs(fake: FeatureSet, real: FeatureSet, extractor: FeatureExtractor, *, seed: int,
                    samples: Dataset | None = None, reference: Dataset | None = None,
-                   train: FeatureSet | None = None) -> MetricInputs:
+                   train: FeatureSet | None = None, device: str = "cpu") -> MetricInputs:
     """What the sample metrics read: both feature sets (with their streamed Gaussian fits), the
     generated set's logits, its raw rows (tabular data) and what is known of the reference's distribution."""
     return MetricInputs(
@@ -266,7 +266,7 @@ def feature_inputs(fake: FeatureSet, real: FeatureSet, extractor: FeatureExtract
         samples=samples.x if samples is not None and samples.kind == "tabular" else None,
         mixture=reference.meta.mixture if reference is not None else None,
         log_density=reference.meta.log_density if reference is not None else None,
-        train_features=train.features if train is not None else None,
+        train_features=train.features if train is not None else None, device=device,
     )
 
 
@@ -332,7 +332,7 @@ def _score_against_file(cfg: SampleEvalConfig, samples: Dataset, ref: ReferenceS
         real_n=ref.rows if ref.rows is not None else len(samples),
         fake_logits=fake.logits, feature_extractor=extractor.name, feature_dim=extractor.feature_dim,
         samples=samples.x if samples.kind == "tabular" else None,
-        train_features=train_features.features if train_features is not None else None,
+        train_features=train_features.features if train_features is not None else None, device=cfg.device,
     )
     metrics, more = run_metrics(selected, inputs, cfg.options, replicates=cfg.replicates, requested=requested)
     if ref.rows is None:
@@ -379,7 +379,7 @@ def score_datasets(
         train, extractor, selection={"n_total": len(train), "n_used": len(train), "rule": "all rows"},
         batch_size=cfg.batch_size, use_cache=cfg.use_cache, progress=progress, gaussian=False)
     inputs = feature_inputs(fake, real, extractor, seed=cfg.seed, samples=samples, reference=reference,
-                            train=train_features)
+                            train=train_features, device=cfg.device)
     metrics, skipped = run_metrics(cfg.selected(), inputs, cfg.options, replicates=cfg.replicates, requested=requested)
     return metrics, skipped, extractor.protocol(), real.cached
 

@@ -86,7 +86,10 @@ def extract_features(
                 )
             features[start : start + len(batch)] = feats
             if stats is not None and not sharded:
-                stats.update(feats)
+                on = out["features"].device
+                if stats.n == 0 and on.type == "cuda":
+                    stats.device = on  # the float64 sums accumulate on the GPU, beside the features
+                stats.update(out["features"].detach().to(torch.float32) if stats.device is not None else feats)
             if logits is not None:
                 logits[start : start + len(batch)] = out["logits"].detach().to("cpu", torch.float32).numpy()
     if sharded:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.core.device import math_device
 from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
 from metrics.knn import as_feature_tensor, knn_radii, neighbour_lists, radii_with_fallback, radius_tests, squared_norms
 
@@ -186,7 +187,8 @@ def _compute_replicated(inputs: MetricInputs, options: Any, halves: list[Subset]
                         ) -> tuple[dict[str, MetricEntry], list[dict[str, MetricEntry]]]:
     """The run's entries and each half-sample's, from one set of distance passes (:func:`prdc_subsets`)."""
     pr_k, dc_k = options.sample.pr_nearest_k, options.sample.dc_nearest_k
-    found = prdc_subsets(inputs.real_features, inputs.fake_features, [(None, None), *halves], pr_k=pr_k, dc_k=dc_k)
+    found = prdc_subsets(inputs.real_features, inputs.fake_features, [(None, None), *halves], pr_k=pr_k, dc_k=dc_k,
+                         device=math_device(inputs.device))
     sizes = [(inputs.n_fake, inputs.n_real)] + [(len(rows), len(ref_rows)) for rows, ref_rows in halves]
     entries = [_entries(v, pr_k, dc_k, inputs.feature_extractor, n, n_ref) for v, (n, n_ref) in zip(found, sizes)]
     return entries[0], entries[1:]

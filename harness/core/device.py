@@ -51,3 +51,9 @@ def check_device(name: str) -> str:
     elif device.type == "mps" and not _mps_available():
         raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu")
     return name
+
+
+def math_device(name: str | None) -> str | None:
+    """Where the metric math (KID kernels, k-NN tiles) runs for a run on ``name``: the device
+    itself when it is a CUDA GPU, else None (numpy / torch on the CPU; MPS has no float64)."""
+    return name if name is not None and str(name).startswith("cuda") else None
