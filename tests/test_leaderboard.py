@@ -12,7 +12,7 @@ import pytest
 
 from harness.cli import main
 from harness.leaderboard.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Claim, Estimate, estimate, evaluate_claim
-from harness.leaderboard.execute import reproduces
+from harness.leaderboard.execute import difference, reproduces
 from harness.leaderboard.render import build_suite, collect, format_estimate, write_index
 from harness.leaderboard.suite import leaderboard_suite_names, load_leaderboard_suite
 
@@ -216,11 +216,13 @@ def test_what_reproduces_a_record():
                 "config": {"checkpoint": "/b/x.pt", "num_samples": 100},
                 "model": {"config": {"couplings": "rel/couplings/k1.npz"}},
                 "metrics": {"fid": {"value": 1.5 * (1 + 1e-12), "n": 100}, "samples_per_s": {"value": 99.0}},
-                "leaderboard": {"train": {"checkpoint_sha256": "bb", "wall_time_s": 9.0}}}
+                "leaderboard": {"train": {"checkpoint_sha256": "bb", "wall_time_s": 9.0, "torch_threads": 1}}}
+    base["leaderboard"]["train"]["torch_threads"] = 2
     assert reproduces(base, run_only)
     moved = json.loads(json.dumps(run_only))
     moved["metrics"]["fid"]["value"] = 1.5 * (1 + 1e-7)
     assert not reproduces(base, moved)
+    assert difference(base, moved).startswith("/metrics/fid/value: 1.5 vs 1.50000")
     protocol = json.loads(json.dumps(run_only))
     protocol["config"]["num_samples"] = 200
     assert not reproduces(base, protocol)
@@ -230,6 +232,7 @@ def test_what_reproduces_a_record():
     extra = json.loads(json.dumps(run_only))
     extra["metrics"]["kid_mean"] = {"value": 0.1}
     assert not reproduces(base, extra)
+    assert difference(base, extra) == "/metrics/{kid_mean} (present in one only)"
     other_couplings = json.loads(json.dumps(run_only))
     other_couplings["model"]["config"]["couplings"] = "/a/couplings/k2.npz"  # another content key
     assert not reproduces(base, other_couplings)

@@ -46,7 +46,7 @@ import numpy as np
 from harness.core.atomic import atomic_open, write_json
 from harness.leaderboard.suite import LeaderboardSuite, Row, content_key
 
-__all__ = ["record_path", "run_suite", "train_keys"]
+__all__ = ["difference", "record_path", "reproduces", "run_suite", "train_keys"]
 
 GRID_SAMPLES = 64
 SCATTER_SAMPLES = 2000  # rows kept for the sample figures of tabular (2-D) data
@@ -60,9 +60,10 @@ REPRODUCED_RTOL = 1e-9
 """Relative tolerance (plus 1e-12 absolute) within which a rerun's numbers reproduce a stored record's:
 float reductions differ at ~1e-13 between thread counts, far below any metric's uncertainty."""
 
-_RUN_DESCRIPTION = frozenset({"wall_time_s", "created_utc", "checkpoint_sha256", "weights_sha256", "samples_per_s"})
+_RUN_DESCRIPTION = frozenset({"wall_time_s", "created_utc", "checkpoint_sha256", "weights_sha256", "samples_per_s",
+                              "torch_threads"})
 """Fields, at any depth, that describe the run rather than its result (``weights_sha256`` differs when
-float reductions do; the metrics decide)."""
+float reductions do, and ``torch_threads`` with the executor; the metrics decide)."""
 _RUN_PATHS = (("run", "id"), ("run", "git_sha"), ("run", "host"), ("run", "distributed"))
 _WORK_FILES = (("config", "checkpoint"), ("model", "checkpoint"), ("model", "config", "couplings"))
 """Files in the work folder, named by content key: compared by file name, not by where the folder is."""
@@ -87,22 +88,35 @@ def _result_part(record: Any, timing: frozenset[str], path: tuple[str, ...] = ()
     return record
 
 
-def _same(a: Any, b: Any) -> bool:
+def _difference(a: Any, b: Any, path: str = "") -> str | None:
+    """The first place where ``a`` and ``b`` differ (``/key[index]`` form), or None when they agree."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+        if a.keys() != b.keys():
+            return f"{path}/{{{','.join(sorted(a.keys() ^ b.keys()))}}} (present in one only)"
+        return next((d for k in a if (d := _difference(a[k], b[k], f"{path}/{k}")) is not None), None)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float) and not isinstance(a, bool):
-        return a == b or abs(a - b) <= 1e-12 + REPRODUCED_RTOL * max(abs(a), abs(b))
-    return type(a) is type(b) and a == b
+        if len(a) != len(b):
+            return f"{path} (length {len(a)} vs {len(b)})"
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := _difference(x, y, f"{path}[{i}]")) is not None),
+                    None)
+    if isinstance(a, float) and isinstance(b, float):
+        same = a == b or abs(a - b) <= 1e-12 + REPRODUCED_RTOL * max(abs(a), abs(b))
+    else:
+        same = type(a) is type(b) and a == b
+    return None if same else f"{path}: {a!r:.60} vs {b!r:.60}"
+
+
+def difference(stored: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """Where ``new`` fails to reproduce ``stored`` (see :func:`reproduces`), or None when it does."""
+    timing = _timing_keys()
+    as_written = json.loads(json.dumps(new, allow_nan=False))  # tuples -> lists, as the stored file has them
+    return _difference(_result_part(stored, timing), _result_part(as_written, timing))
 
 
 def reproduces(stored: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether ``new`` reproduces ``stored``: equal apart from what describes the run, numbers within
     :data:`REPRODUCED_RTOL`."""
-    timing = _timing_keys()
-    as_written = json.loads(json.dumps(new, allow_nan=False))  # tuples -> lists, as the stored file has them
-    return _same(_result_part(stored, timing), _result_part(as_written, timing))
+    return difference(stored, new) is None
 
 
 def _stored(path: Path) -> dict[str, Any] | None:
