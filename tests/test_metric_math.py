@@ -178,7 +178,12 @@ def test_gaussian_stats_roundtrip_and_errors() -> None:
 # ---------------------------------------------------------------- KID
 
 
-def test_kid_matches_torch_fidelity() -> None:
+@pytest.mark.parametrize("route", ["whole-set kernels", "per-subset kernels"])
+def test_kid_matches_torch_fidelity(route: str, monkeypatch) -> None:
+    import metrics.kid
+
+    if route == "per-subset kernels":
+        monkeypatch.setattr(metrics.kid, "WHOLE_KERNEL_ENTRIES", 0)
     rng = np.random.default_rng(5)
     gen = rng.standard_normal((300, 32)).astype(np.float32)  # ours upcasts each subset
     real = rng.standard_normal((260, 32)) * 1.2 + 0.1
@@ -195,6 +200,8 @@ def test_kid_matches_torch_fidelity() -> None:
         verbose=False,
     )
     mean, std = kernel_inception_distance(gen, real, num_subsets=20, subset_size=100, seed=123)
+    whole = metrics.kid._whole_kernels(gen, real, 20, 100, 3, 1 / 32, 1.0)
+    assert (whole is not None) == (route == "whole-set kernels")  # the route under test is the one taken
     assert mean == pytest.approx(reference["kernel_inception_distance_mean"], rel=1e-6)
     assert std == pytest.approx(reference["kernel_inception_distance_std"], rel=1e-6)
 
