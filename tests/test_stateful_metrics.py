@@ -468,3 +468,17 @@ def test_sync_over_two_gloo_processes_gives_the_one_process_values(tmp_path, pip
         assert got["rows_after_sync"] == len(real)
         np.testing.assert_allclose(got["set_reference_fid"], pipeline["fid"], rtol=1e-9)
     assert results[0] == results[1]
+
+
+def test_the_readme_training_loop_example_runs_and_its_fd_falls(capsys) -> None:
+    """The README's training-loop example, executed as printed: FD against the data falls as the map trains."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("**Metrics in a training loop.**"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    torch.manual_seed(0)
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.split("\n")
+    fds = [float(line.split()[1]) for line in lines if line.strip()]
+    assert len(fds) == 3 and fds[2] < fds[1] < fds[0] / 3, fds
