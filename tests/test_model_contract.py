@@ -35,6 +35,8 @@ VARIANTS = {
     "realnvp[2-scale]": ("realnvp", {"shape": [1, 28, 28], "num_scales": 2, "num_couplings": 1, "hidden": 8,
                                      "conditioner_depth": 2, "batch_size": 16}),
     "pixelcnn-binary[gated]": ("pixelcnn-binary", {"gated": True}),
+    "maf[image]": ("maf", {"shape": [1, 8, 8], "hidden": 64}),
+    "iaf[image]": ("iaf", {"shape": [1, 8, 8], "hidden": 64}),
 }
 DATASETS = {(2,): "moons", (1, 28, 28): "mnist5k", (1, 8, 8): "digits"}
 NUM_TRAIN = 512  # rows drawn for toy sets (image sets are fixed files)
