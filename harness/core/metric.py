@@ -36,6 +36,7 @@ NEEDS: dict[str, str] = {
     "density": "a reference set whose exact log density is known (DatasetMeta.log_density)",
     "train": "features of the model's training set (eval-samples --train)",
     "model:Sampler": "a model implementing Sampler",
+    "model:LogLikelihood": "a model implementing LogLikelihood (an exact log_prob)",
     "model:LogLikelihood|ProbabilityFlow": "a model implementing LogLikelihood or ProbabilityFlow",
     "model:LowerBound": "a model implementing LowerBound",
     "model:LowerBound+importance": "a model whose LowerBound has an importance-weighted form "
