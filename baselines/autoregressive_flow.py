@@ -37,11 +37,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from baselines.realnvp import ActNorm, LogitTransform, std_normal_log_prob
+from baselines.realnvp import ActNorm, LogitTransform, maximum_likelihood_step, std_normal_log_prob
 from harness.core.entries import ModelEntry
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
-from metrics.bpd import LN2, dequantize
 
 __all__ = ["MADE", "MADEStack", "AutoregressiveFlow", "AutoregressiveFlowConfig", "MAF", "IAF", "REGISTRY"]
 
@@ -281,30 +280,10 @@ class AutoregressiveFlow(nn.Module):
 
     def training_step(self, batch: Tensor, *, step: int, optimizers: list[torch.optim.Optimizer],
                       generator: torch.Generator) -> dict[str, float]:
-        """One maximum-likelihood step: minimise −E log p(x) (nats per dim); IAF's costs D MADE calls per layer.
-
-        Images are re-quantized to 8-bit values and uniformly dequantized with noise from
-        ``generator`` (Theis et al. 2016, sec. 3.1), as :meth:`baselines.realnvp.RealNVP.training_step`.
-        """
-        x = batch
-        if self.is_image:
-            pixels = torch.round(x.clamp(0.0, 1.0) * 255.0)
-            noise = torch.rand(x.shape, generator=generator).to(x.device)
-            x = dequantize(pixels, noise, (0.0, 1.0))
-        if not bool(self.initialized):
-            self._data_init(x.to(self.initialized.dtype))
-            self.initialized.fill_(1.0)
-        (opt,) = optimizers
-        opt.zero_grad(set_to_none=True)
-        nll_per_dim = -self.log_prob(x).mean() / self.dim
-        nll_per_dim.backward()
-        if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
-        opt.step()
-        out = {"nll_per_dim": nll_per_dim.item()}
-        if self.is_image:
-            out["bpd"] = out["nll_per_dim"] / LN2 + 8.0
-        return out
+        """One maximum-likelihood step (:func:`baselines.realnvp.maximum_likelihood_step`: images dequantized
+        with noise from ``generator``); an IAF's costs D MADE calls per layer."""
+        return maximum_likelihood_step(self, batch, optimizers=optimizers, generator=generator,
+                                       data_init=lambda x: self._data_init(x.to(self.initialized.dtype)))
 
 
 AutoregressiveFlow.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -61,7 +62,7 @@ from harness.core.rng import BatchRNG
 from metrics.bpd import LN2, dequantize
 
 __all__ = ["ActNorm", "AffineCoupling", "ConvConditioner", "FactorOut", "FlowNet", "LogitTransform", "RealNVP",
-           "RealNVPConfig", "Squeeze", "REGISTRY"]
+           "RealNVPConfig", "Squeeze", "REGISTRY", "maximum_likelihood_step"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -389,31 +390,38 @@ class RealNVP(nn.Module):
 
     def training_step(self, batch: Tensor, *, step: int, optimizers: list[torch.optim.Optimizer],
                       generator: torch.Generator) -> dict[str, float]:
-        """One maximum-likelihood step: minimise −E log p(x) (nats per dim).
+        """One maximum-likelihood step (:func:`maximum_likelihood_step`); ActNorm initialised on the first batch."""
+        return maximum_likelihood_step(self, batch, optimizers=optimizers, generator=generator, data_init=self.net.data_init)
 
-        Images: the batch holds 8-bit values v/255 in [0, 1]; they are re-quantized to v and
-        uniformly dequantized, y = (v + u)/256 with u ~ U[0, 1) from ``generator`` (Theis et al.
-        2016, sec. 3.1), so that −log p(y)/D/ln2 + 8 is the bits/dim the harness reports.
-        """
-        x = batch
-        if self.is_image:
-            pixels = torch.round(x.clamp(0.0, 1.0) * 255.0)
-            noise = torch.rand(x.shape, generator=generator).to(x.device)
-            x = dequantize(pixels, noise, (0.0, 1.0))
-        if not bool(self.initialized):
-            self.net.data_init(x)
-            self.initialized.fill_(1.0)
-        (opt,) = optimizers
-        opt.zero_grad(set_to_none=True)
-        nll_per_dim = -self.log_prob(x).mean() / self.data_spec.num_dims
-        nll_per_dim.backward()
-        if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.parameters(), self.config.grad_clip)
-        opt.step()
-        out = {"nll_per_dim": nll_per_dim.item()}
-        if self.is_image:
-            out["bpd"] = out["nll_per_dim"] / LN2 + 8.0
-        return out
+
+def maximum_likelihood_step(model: nn.Module, batch: Tensor, *, optimizers: list[torch.optim.Optimizer],
+                            generator: torch.Generator, data_init: Callable[[Tensor], None]) -> dict[str, float]:
+    """One step minimising −E log p(x) (nats per dim) of a flow with ``log_prob``, ``is_image``, ``data_spec``,
+    ``config.grad_clip`` and an ``initialized`` buffer; ``data_init(x)`` runs once, on the first batch.
+
+    Images: the batch holds 8-bit values v/255 in [0, 1]; they are re-quantized to v and uniformly
+    dequantized, y = (v + u)/256 with u ~ U[0, 1) from ``generator`` (Theis et al. 2016, sec. 3.1),
+    so that −log p(y)/D/ln2 + 8 is the bits/dim the harness reports.
+    """
+    x = batch
+    if model.is_image:
+        pixels = torch.round(x.clamp(0.0, 1.0) * 255.0)
+        noise = torch.rand(x.shape, generator=generator).to(x.device)
+        x = dequantize(pixels, noise, (0.0, 1.0))
+    if not bool(model.initialized):
+        data_init(x)
+        model.initialized.fill_(1.0)
+    (opt,) = optimizers
+    opt.zero_grad(set_to_none=True)
+    nll_per_dim = -model.log_prob(x).mean() / model.data_spec.num_dims
+    nll_per_dim.backward()
+    if model.config.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), model.config.grad_clip)
+    opt.step()
+    out = {"nll_per_dim": nll_per_dim.item()}
+    if model.is_image:
+        out["bpd"] = out["nll_per_dim"] / LN2 + 8.0
+    return out
 
 
 RealNVP.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
