@@ -255,6 +255,20 @@ def test_committed_tables_rebuild_byte_for_byte_from_committed_results(tmp_path)
     shutil.rmtree(tmp_path)
 
 
+def test_written_tables_mark_every_under_trained_row(tmp_path):
+    """The rows whose convergence check failed (``collect``) are labelled so in the table written with
+    its figures, and their protocol line says why."""
+    suite = load_leaderboard_suite("gan-objectives-2d")
+    stalled = collect(suite, ROOT / "results").under_trained
+    assert stalled, "the committed GAN rows miss their trained_if threshold: the check has something to find"
+    build_suite(suite, ROOT / "results", tmp_path)
+    text = (tmp_path / f"{suite.name}.md").read_text()
+    for row_id, why in stalled.items():
+        label = suite.row(row_id).label
+        assert f"| {label} (under-trained) |" in text
+        assert f"| under-trained: {'; '.join(why.values())} |" in text
+
+
 def test_derived_columns_from_a_record():
     from harness.leaderboard.columns import column_value
 

@@ -11,6 +11,7 @@ Aggregation over seeds and the claim verdicts: :mod:`harness.leaderboard.claims`
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import io
 import math
@@ -500,8 +501,7 @@ def write_suite(res: SuiteResults, results_dir: Path, out_dir: Path, *, figures:
         import shutil
 
         shutil.rmtree(Path(out_dir) / "img" / suite.name, ignore_errors=True)  # no stale figures
-        res = SuiteResults(res.suite, res.records, res.estimates, res.verdicts,
-                           _figures(res, results_dir, Path(out_dir) / "img"))
+        res = dataclasses.replace(res, images=_figures(res, results_dir, Path(out_dir) / "img"))
     for ext, text in (("md", render_markdown(res)), ("csv", render_csv(res))):
         with atomic_open(Path(out_dir) / f"{suite.name}.{ext}") as handle:
             handle.write(text.encode("utf-8"))
