@@ -152,10 +152,10 @@ class _GatedLayer(nn.Module):
 
 
 class _GatedStack(nn.Module):
-    def __init__(self, cfg: "PixelCNNConfig") -> None:
+    def __init__(self, cfg: "PixelCNNConfig", in_channels: int = 1) -> None:
         super().__init__()
         h = cfg.channels
-        self.layers = nn.ModuleList([_GatedLayer(1, h, cfg.first_kernel, True)]
+        self.layers = nn.ModuleList([_GatedLayer(in_channels, h, cfg.first_kernel, True)]
                                     + [_GatedLayer(h, h, 3, False) for _ in range(cfg.num_layers)])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -183,15 +183,20 @@ class PixelCNNNet(nn.Module):
     """Masked conv network: levels-as-floats [B, 1, H, W] -> logits [B, K, H, W]; output i sees inputs j < i.
 
     The original residual stack, or with ``cfg.gated`` the gated vertical/horizontal stacks.
+    ``in_channels`` / ``num_outputs`` (default 1 / ``cfg.num_categories``) let another model reuse the
+    network on other inputs, e.g. :mod:`baselines.vqvae`'s prior over one-hot code grids
+    [B, K, h, w] -> [B, K, h, w] (there ``cfg.num_categories`` is unused). All channels of a
+    position are masked alike, so output i still sees positions j < i only.
     """
 
-    def __init__(self, cfg: PixelCNNConfig) -> None:
+    def __init__(self, cfg: PixelCNNConfig, *, in_channels: int = 1, num_outputs: int | None = None) -> None:
         super().__init__()
         h = cfg.channels
-        stack = ([_GatedStack(cfg)] if cfg.gated else
-                 [MaskedConv2d("A", 1, h, cfg.first_kernel), *[_ResidualBlock(h) for _ in range(cfg.num_layers)]])
+        stack = ([_GatedStack(cfg, in_channels)] if cfg.gated else
+                 [MaskedConv2d("A", in_channels, h, cfg.first_kernel),
+                  *[_ResidualBlock(h) for _ in range(cfg.num_layers)]])
         self.body = nn.Sequential(
-            *stack, nn.ReLU(), nn.Conv2d(h, h, 1), nn.ReLU(), nn.Conv2d(h, cfg.num_categories, 1),
+            *stack, nn.ReLU(), nn.Conv2d(h, h, 1), nn.ReLU(), nn.Conv2d(h, num_outputs or cfg.num_categories, 1),
         )
 
     def forward(self, x: Tensor) -> Tensor:
