@@ -43,6 +43,7 @@ NEEDS: dict[str, str] = {
                                    "(supports_importance_sampling is not False)",
     "model:Encoder": "a model implementing Encoder",
     "model:FlowTrajectory": "a flow implementing FlowTrajectory (trajectory(z0, steps=N))",
+    "model:Reconstructor": "a model implementing Reconstructor (reconstruct(x), an autoencoder)",
 }
 """Every need a metric may declare, with the words the planner uses when it is missing."""
 

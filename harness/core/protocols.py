@@ -130,6 +130,17 @@ class FlowTrajectory(Protocol):
     def trajectory(self, z0: Tensor, *, steps: int) -> Tensor: ...
 
 
+@runtime_checkable
+class Reconstructor(Protocol):
+    """An autoencoder's deterministic reconstruction: ``reconstruct(x) -> [B, *shape]`` in model space.
+
+    x [B, *data_spec.shape] in model space (dequantized images); the result is the decoder's mean
+    at the encoder's code for x (a VQ-VAE: its nearest codes).
+    """
+
+    def reconstruct(self, x: Tensor) -> Tensor: ...
+
+
 CAPABILITIES: dict[str, type] = {
     "Sampler": Sampler,
     "LogLikelihood": LogLikelihood,
@@ -137,6 +148,7 @@ CAPABILITIES: dict[str, type] = {
     "Encoder": Encoder,
     "ProbabilityFlow": ProbabilityFlow,
     "FlowTrajectory": FlowTrajectory,
+    "Reconstructor": Reconstructor,
 }
 
 
