@@ -15,6 +15,11 @@ tables beside the models':
 * ``chance-marginals``: every dimension drawn independently from its empirical marginal (for images
   the per-pixel marginal: each pixel copied from an independently chosen training image).
 
+With ``score_noise_std=σ``, ``data-sample`` and ``chance-gaussian`` also give the score of their
+density smoothed by N(0, σ² I) (the Score capability, for the score-matching rows): the Parzen
+window of the stored training rows, the exact target of score matching on that training set
+(Vincent 2011, sec. 4), and the Gaussian fit's N(μ, Σ + σ² I). Without it they claim no score.
+
 "Training" reads each training row once: give ``steps`` × ``batch_size`` ≥ the training rows (one
 epoch; batches are disjoint within an epoch). Nothing is optimised. Sampling is per example:
 sample i depends only on its ``BatchRNG`` stream, not on the batch it is drawn in.
@@ -33,6 +38,11 @@ from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
 
 __all__ = ["REGISTRY", "EmpiricalSampler", "GaussianFit", "UniformBox"]
+
+
+def _score_key(score_noise_std: float | None) -> dict[str, float]:
+    """The config entry of ``score_noise_std``: none when unset, so configs without a score stay as they were."""
+    return {} if score_noise_std is None else {"score_noise_std": score_noise_std}
 
 
 class _Reference(nn.Module):
@@ -59,6 +69,19 @@ class _Reference(nn.Module):
         if len(rng) != n:
             raise ValueError(f"sample(n={n}, rng) needs a BatchRNG over n examples, got one over {len(rng)}")
 
+    @property
+    def score_noise_std(self) -> float:
+        """σ of the smoothed density whose score :meth:`score` gives. Absent (AttributeError) unless the
+        model was built with ``score_noise_std``, so that only then it claims the Score capability."""
+        if self._score_noise_std is None:
+            raise AttributeError(f"{type(self).__name__} was built without score_noise_std, so it has no score")
+        return self._score_noise_std
+
+    def _set_score_noise_std(self, value: float | None) -> None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"score_noise_std must be a number > 0 (or None: no score), got {value!r}")
+        self._score_noise_std = None if value is None else float(value)
+
     def _clamped(self, x: Tensor) -> Tensor:
         if len(self.data_spec.shape) == 3:  # images: stay in the declared value range
             lo, hi = self.data_spec.value_range
@@ -75,18 +98,22 @@ class EmpiricalSampler(_Reference):
         capacity: training rows kept (the first ``capacity`` seen).
         mode: ``"rows"`` or ``"marginals"``.
         value_range: the model-space range of image data ((-1, 1)).
+        score_noise_std: σ of the Parzen window whose score :meth:`score` gives (``mode="rows"``), or None.
     """
 
     def __init__(self, shape: list[int] | tuple[int, ...] = (2,), capacity: int = 10_000,
                  mode: Literal["rows", "marginals"] = "rows", value_range: tuple[float, float] = (-1.0, 1.0),
-                 batch_size: int = 500) -> None:
+                 batch_size: int = 500, score_noise_std: float | None = None) -> None:
         if mode not in ("rows", "marginals"):
             raise ValueError(f"mode must be 'rows' or 'marginals', got {mode!r}")
         if capacity < 2:
             raise ValueError(f"capacity must be >= 2, got {capacity}")
         super().__init__(shape, value_range, steps=-(-capacity // batch_size), batch_size=batch_size)
+        if score_noise_std is not None and mode != "rows":
+            raise ValueError("score_noise_std gives the Parzen score of whole training rows; use mode='rows'")
+        self._set_score_noise_std(score_noise_std)
         self.config = {"shape": list(shape), "capacity": capacity, "mode": mode, "value_range": list(value_range),
-                       "batch_size": batch_size}
+                       "batch_size": batch_size, **_score_key(score_noise_std)}
         self.mode = mode
         self.register_buffer("rows", torch.zeros((capacity, *self.data_spec.shape)))
 
@@ -113,6 +140,19 @@ class EmpiricalSampler(_Reference):
             out = flat[pick, torch.arange(flat.shape[1], device=flat.device)]
         return self._clamped(out.reshape(n, *self.data_spec.shape).float())
 
+    @torch.no_grad()
+    def score(self, x: Tensor) -> Tensor:
+        """Score [B, D] of the Parzen window (1/m) Σ_i N(x; x_i, σ² I) over the m stored rows:
+        Σ_i w_i(x) (x_i − x) / σ², w = softmax_i(−|x − x_i|² / 2σ²), in float64 (returned as x's dtype)."""
+        self._require_data()
+        sigma = self.score_noise_std
+        m = int(self.seen)
+        rows = self.rows[:m].reshape(m, -1).to(torch.float64)
+        q = x.reshape(len(x), -1).to(rows)
+        logits = -0.5 * torch.cdist(q, rows).square() / sigma**2  # [B, m]
+        w = torch.softmax(logits, dim=1)
+        return ((w @ rows - q) / sigma**2).to(x.dtype).reshape(x.shape)
+
 
 class _Summary(_Reference):
     """A sampler that keeps a summary of the training rows, read in one epoch.
@@ -121,12 +161,17 @@ class _Summary(_Reference):
         shape: per-example shape.
         steps, batch_size: the one epoch that reads the training rows.
         value_range: the model-space range of image data.
+        score_noise_std: σ of the smoothing whose score a subclass with ``score`` gives, or None.
     """
 
     def __init__(self, shape: list[int] | tuple[int, ...] = (2,), steps: int = 20, batch_size: int = 500,
-                 value_range: tuple[float, float] = (-1.0, 1.0)) -> None:
+                 value_range: tuple[float, float] = (-1.0, 1.0), score_noise_std: float | None = None) -> None:
         super().__init__(shape, value_range, steps=steps, batch_size=batch_size)
-        self.config = {"shape": list(shape), "steps": steps, "batch_size": batch_size, "value_range": list(value_range)}
+        if score_noise_std is not None and not hasattr(type(self), "score"):
+            raise ValueError(f"{type(self).__name__} has no score; score_noise_std applies to data-sample and chance-gaussian")
+        self._set_score_noise_std(score_noise_std)
+        self.config = {"shape": list(shape), "steps": steps, "batch_size": batch_size, "value_range": list(value_range),
+                       **_score_key(score_noise_std)}
         self._buffers_for(self.data_spec.num_dims)
 
     def _buffers_for(self, d: int) -> None:
@@ -170,6 +215,14 @@ class GaussianFit(_Summary):
         z = torch.linalg.solve_triangular(chol, (x.reshape(len(x), -1).to(mean) - mean).T, upper=False)
         d = mean.numel()
         return -0.5 * (z.square().sum(0) + d * math.log(2 * math.pi)) - torch.log(torch.diagonal(chol)).sum()
+
+    @torch.no_grad()
+    def score(self, x: Tensor) -> Tensor:
+        """Score [B, D] of N(μ, Σ + σ² I), the fit smoothed by the noise: −(Σ + σ² I)⁻¹ (x − μ)."""
+        mean, cov = self.moments()
+        smoothed = cov + self.score_noise_std**2 * torch.eye(len(mean), dtype=cov.dtype, device=cov.device)
+        q = x.reshape(len(x), -1).to(mean)
+        return (-torch.linalg.solve(smoothed, (q - mean).T).T).to(x.dtype).reshape(x.shape)
 
     @torch.no_grad()
     def sample(self, n: int, rng: BatchRNG) -> Tensor:

@@ -359,7 +359,7 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
     if model_run:
         spec: DataSpec = model.data_spec if hasattr(model, "data_spec") else _spec_from_data(data)
         inputs = MetricInputs(seed=cfg.seed, model=model, sampling=sampling, device=cfg.device, progress=progress,
-                              num_samples=cfg.num_samples, batch_size=cfg.batch_size,
+                              num_samples=cfg.num_samples, batch_size=cfg.batch_size, mixture=data.meta.mixture,
                               data=ModelData(batches=_iter_batches(data, cfg.batch_size, cfg.device), spec=spec,
                                              n=len(data), dataset=data.name))
         model_metrics, model_skipped = compute_metrics(model_run, inputs, cfg.options, requested=cfg.metrics)

@@ -35,6 +35,7 @@ for _name, _module, _description in (
     ("active_units", "metrics.active_units", "latent units with Var_x E[z|x] > 1e-2, and dims with mean KL > 0.1"),
     ("straightness", "metrics.straightness", "straightness S(Z) of a flow's Euler trajectories from the prior (0: straight)"),
     ("reconstruction", "metrics.reconstruction", "reconstruction MSE per value of an autoencoder, and its code perplexity (runs when asked for)"),
+    ("score_error", "metrics.score_error", "Fisher divergence and relative error of a score model against the exact smoothed-mixture score (runs when asked for)"),
     ("density_speed", "metrics.density_speed", "examples scored by the exact log_prob per second and network calls per scored example (runs when asked for)"),
     ("nfe", "metrics.nfe", "network evaluations per sample (counted at the network) and sampling throughput"),
 ):

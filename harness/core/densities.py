@@ -51,6 +51,23 @@ class GaussianMixture:
         top = log_comp.max(axis=1, keepdims=True)
         return (top[:, 0] + np.log(np.exp(log_comp - top).sum(axis=1))) - math.log(m)
 
+    def smoothed(self, noise_std: float) -> GaussianMixture:
+        """The mixture convolved with N(0, noise_std² I): every component's std becomes sqrt(σ² + noise_std²)."""
+        if not (math.isfinite(noise_std) and noise_std >= 0):
+            raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std!r}")
+        return GaussianMixture(f"{self.name}*N(0,{noise_std:g}^2)", self.centers, math.hypot(self.std, noise_std))
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Exact score ∇_x log p(x), float64 [N, D], of points ``x`` [N, D]: Σ_k w_k(x) (μ_k − x) / σ²
+        with w_k(x) the posterior weight of component k (a softmax of −|x − μ_k|² / 2σ²)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.centers.shape[1]:
+            raise ValueError(f"score expects points [N, {self.centers.shape[1]}], got shape {list(x.shape)}")
+        logits = -0.5 * ((x[:, None, :] - self.centers[None]) ** 2).sum(-1) / self.std**2  # [N, M]
+        w = np.exp(logits - logits.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        return (w @ self.centers - x) / self.std**2
+
 
 EIGHT_GAUSSIANS_RADIUS = 2.0
 EIGHT_GAUSSIANS_STD = 0.02

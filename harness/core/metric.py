@@ -44,6 +44,7 @@ NEEDS: dict[str, str] = {
     "model:Encoder": "a model implementing Encoder",
     "model:FlowTrajectory": "a flow implementing FlowTrajectory (trajectory(z0, steps=N))",
     "model:Reconstructor": "a model implementing Reconstructor (reconstruct(x), an autoencoder)",
+    "model:Score": "a model implementing Score (score(x) of a noise-smoothed density, score_noise_std)",
 }
 """Every need a metric may declare, with the words the planner uses when it is missing."""
 

@@ -131,6 +131,21 @@ class FlowTrajectory(Protocol):
 
 
 @runtime_checkable
+class Score(Protocol):
+    """The score of a noise-smoothed data density: ``score(x) -> [B, *shape]`` = ∇_x log q_σ(x).
+
+    q_σ = p_data * N(0, σ² I) with σ = ``score_noise_std`` (Vincent 2011: the Parzen-smoothed
+    density that implicit, sliced and denoising score matching at noise σ all target); σ = 0 means
+    the data density itself. Units: 1 / (data units). Time-conditional score networks (a score SDE's
+    ``score(x, t)``) are not this capability: they have no single σ.
+    """
+
+    score_noise_std: float
+
+    def score(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
 class Reconstructor(Protocol):
     """An autoencoder's deterministic reconstruction: ``reconstruct(x) -> [B, *shape]`` in model space.
 
@@ -148,6 +163,7 @@ CAPABILITIES: dict[str, type] = {
     "Encoder": Encoder,
     "ProbabilityFlow": ProbabilityFlow,
     "FlowTrajectory": FlowTrajectory,
+    "Score": Score,
     "Reconstructor": Reconstructor,
 }
 

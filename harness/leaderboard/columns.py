@@ -14,6 +14,8 @@ derived quantities below, each computed from fields the record already holds:
 * ``bpd_nfe`` — network evaluations per example of the adaptive PF-ODE solve behind ``bpd``
   (Lipman et al. 2023 count NFE of the dopri5 solver);
 * ``train_wall_time_s`` — wall time of training the row's model (0 for an untrained model);
+  ``train_step_ms`` — that wall time per training step, in milliseconds (what one step of the
+  row's objective costs, data batching and checkpoints included);
 * ``<bits/dim key>_<kind>`` for ``bpd``, ``elbo_bpd``, ``iwae_bpd`` and the kinds ``continuous``
   (real-valued rows scored as they are: a differential entropy, can be negative), ``dequantized``
   (8-bit pixels uniformly dequantized: a density on [0, 256)^D in bits/dim) and ``binarized``
@@ -53,6 +55,7 @@ DERIVED: tuple[tuple[Column, str | None], ...] = (
     (Column("bpd_nfe", "NFE of the bpd ODE solve", False, bounds=(0.0, math.inf)), "nfe_mean"),
     (Column("parameters", "params", None, bounds=(0.0, math.inf)), None),
     (Column("train_wall_time_s", "train time", None, "s", bounds=(0.0, math.inf)), None),
+    (Column("train_step_ms", "train step", None, "ms", bounds=(0.0, math.inf)), None),
 )
 """Columns computed from fields a record already holds (see the module docstring), each shown
 after the metric key named beside it (None: at the end)."""
@@ -149,6 +152,10 @@ def column_value(record: dict[str, Any], key: str) -> tuple[float, float | None]
     if key == "train_wall_time_s":
         t = record.get("leaderboard", {}).get("train", {}).get("wall_time_s")
         return None if t is None else (float(t), None)
+    if key == "train_step_ms":
+        train = record.get("leaderboard", {}).get("train", {})
+        t, steps = train.get("wall_time_s"), train.get("steps")
+        return None if t is None or not steps else (1000.0 * float(t) / int(steps), None)
     if key == "bpd_nfe":
         entry = record.get("metrics", {}).get("bpd", {})
         return None if entry.get("nfe_mean") is None else (float(entry["nfe_mean"]), None)
