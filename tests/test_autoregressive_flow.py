@@ -173,3 +173,26 @@ def test_seeded_training_on_moons_reaches_exact_nll(direction, tmp_path):
     assert m["bpd"]["value"] < 2.25
     assert m["precision"]["value"] > 0.6
     assert m["recall"]["value"] > 0.85
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_seeded_training_on_an_8d_gaussian_reaches_its_entropy(direction, tmp_path):
+    """An affine autoregressive flow can represent any Gaussian (x = L u + μ, L triangular), so on
+    ``gaussian-8`` (full covariance, condition number 4) the trained flow's test bits/dim must come
+    close to the true density's own on the same test rows. Our runs (600 steps): MAF and IAF within
+    0.01 bits/dim of the truth (−log2 p_true / D = TRUTH below); a Gaussian with a diagonal
+    covariance would lose 0.05."""
+    from harness.core.densities import gaussian_density
+    from harness.datasets import load_dataset
+    from harness.runner import ModelEvalConfig, evaluate_model
+    from harness.train import TrainConfig, train
+
+    ckpt = tmp_path / f"{direction}-g8.pt"
+    config = {"shape": [8], "num_layers": 4, "hidden": 32, "depth": 1, "batch_size": 256, "lr": 3e-3}
+    train(TrainConfig(model=direction, dataset="gaussian-8-train", out=str(ckpt), steps=600, seed=0, num_train=5000),
+          model_config=config, progress=False)
+    record = evaluate_model(ModelEvalConfig(dataset="gaussian-8-test", checkpoint=str(ckpt), num_samples=1000,
+                                            metrics=("bpd",)), progress=False)
+    test = load_dataset("gaussian-8-test", num_samples=1000, seed=1).x
+    truth = float(-gaussian_density(8).log_prob(test).mean() / (8 * math.log(2.0)))
+    assert record["metrics"]["bpd"]["value"] == pytest.approx(truth, abs=0.03)
