@@ -51,6 +51,14 @@ log p(z) − log q(z|x) part of each log weight) by β_t = beta · min(1, t / kl
 (Higgins et al. 2017, eq. 4; linear warm-up as in Sønderby et al. 2016 / Bowman et al. 2016). With
 β_t ≠ 1 the training loss is not a bound; :meth:`VAE.elbo` always uses β = 1.
 
+Reconstruction reduction (``reduction``): ``"sum"`` (the default) sums log p(x|z) over the D data
+dimensions, as the bound requires. ``"mean"`` averages it over them instead (what
+``F.binary_cross_entropy(..., reduction="mean")`` does) while the KL stays summed over the latents:
+the training loss is then −log p(x|z)/D + β KL, the reconstruction shrunk by D (784 for MNIST)
+relative to the KL, a known bug that collapses the posterior (the tutorial's VAE-f, seed 004#12).
+For the Monte Carlo and IWAE objectives each log weight's log p(x|z_i) is divided by D alike. Only
+the training loss changes: :meth:`VAE.elbo` and the bits/dim the harness reports are the true bound.
+
 Evaluation (``LowerBound``): ``elbo(x, num_importance=1)`` is the analytic-KL ELBO with one decoder
 sample; ``num_importance=k > 1`` is the IWAE bound L_k, *whatever the training objective*. Their
 noise comes from ``rng`` (the per-example ``BatchRNG`` that ``metrics.likelihood.bound_bpd`` passes:
@@ -95,6 +103,7 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae", "multi-sample-elbo")
 POSTERIOR_STDS = ("logvar", "softplus", "sigmoid")
 KL_ESTIMATORS = ("analytic", "mc")
+REDUCTIONS = ("sum", "mean")
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "silu": nn.SiLU, "relu": nn.ReLU}
 
 
@@ -120,6 +129,8 @@ class VAEConfig:
         objective: ``"elbo"`` | ``"iwae"`` | ``"multi-sample-elbo"``; num_samples: k (1 for ``"elbo"``).
         kl: ``"analytic"`` or ``"mc"`` KL term for the ELBO objectives (IWAE is always Monte Carlo).
         beta: KL weight (β-VAE); kl_warmup_steps: linear warm-up of β from 0 (0: none).
+        reduction: ``"sum"`` or ``"mean"`` of log p(x|z) over the data dimensions in the training loss
+            (see the module docstring; ``"mean"`` reproduces the posterior-collapse bug).
         sample_noise: Gaussian decoder: add σ ε to the decoder mean when sampling.
         lr, adam_eps, grad_clip: Adam settings (Burda et al. use eps 1e-4); grad_clip None: no clipping.
         ema_decay: EMA of the weights kept by ``harness.train`` (None: none).
@@ -145,6 +156,7 @@ class VAEConfig:
     kl: str = "analytic"
     beta: float = 1.0
     kl_warmup_steps: int = 0
+    reduction: str = "sum"
     sample_noise: bool = True
     lr: float = 1e-3
     adam_eps: float = 1e-4
@@ -164,6 +176,7 @@ class VAEConfig:
         _one_of("objective", self.objective, OBJECTIVES)
         _one_of("posterior_std", self.posterior_std, POSTERIOR_STDS)
         _one_of("kl", self.kl, KL_ESTIMATORS)
+        _one_of("reduction", self.reduction, REDUCTIONS)
         _one_of("activation", self.activation, tuple(ACTIVATIONS))
         if self.likelihood == "bernoulli" and len(self.data_shape) != 3:
             raise ValueError(f"likelihood 'bernoulli' is for binary images (C, H, W); got data_shape {self.data_shape}; "
@@ -291,16 +304,19 @@ class VAE(nn.Module):
                 "kl": self.analytic_kl(mean, logvar), "mean": mean, "logvar": logvar}
 
     @staticmethod
-    def combine(terms: dict[str, Tensor], objective: str, *, kl: str = "analytic", beta: float = 1.0) -> Tensor:
-        """The per-example objective [B] (nats; a lower bound on log p(x) when beta = 1) from :meth:`bound_terms`.
+    def combine(terms: dict[str, Tensor], objective: str, *, kl: str = "analytic", beta: float = 1.0,
+                recon_weight: float = 1.0) -> Tensor:
+        """The per-example objective [B] (nats; a lower bound on log p(x) when beta = 1 and recon_weight = 1)
+        from :meth:`bound_terms`.
 
         ``"elbo"`` / ``"multi-sample-elbo"``: mean over the k samples of log p(x|z_i) − β KL (analytic)
         or of log p(x|z_i) + β(log p(z_i) − log q(z_i|x)) (``kl="mc"``); ``"iwae"``:
         logsumexp_i(log p(x|z_i) + β(log p(z_i) − log q(z_i|x))) − log k (Burda et al. 2016, eq. 8).
+        Every log p(x|z_i) is multiplied by ``recon_weight`` (1/D for ``reduction="mean"``).
         """
         _one_of("objective", objective, OBJECTIVES)
         _one_of("kl", kl, KL_ESTIMATORS)
-        log_px_z, k = terms["log_px_z"], terms["log_px_z"].shape[0]
+        log_px_z, k = recon_weight * terms["log_px_z"], terms["log_px_z"].shape[0]
         if objective == "iwae":
             log_w = log_px_z + beta * (terms["log_pz"] - terms["log_qz"])
             return torch.logsumexp(log_w, dim=0) - math.log(k)
@@ -315,14 +331,20 @@ class VAE(nn.Module):
             return cfg.beta
         return cfg.beta * min(1.0, step / cfg.kl_warmup_steps)
 
+    @property
+    def recon_weight(self) -> float:
+        """The weight of log p(x|z) in the training loss: 1 (``reduction="sum"``) or 1/D (``"mean"``)."""
+        return 1.0 if self.config.reduction == "sum" else 1.0 / self.data_dim
+
     def elbo(self, x: Tensor, *, num_importance: int = 1, rng: BatchRNG | None = None,
              generator: torch.Generator | None = None) -> Tensor:
         """Lower bound on log p(x), [B] nats: k = 1 the analytic-KL ELBO, k > 1 the IWAE bound L_k (eq. 8).
 
-        Independent of the training objective and of β (always β = 1). Noise ε [k, B, Z] is drawn on
-        the CPU: with ``rng`` (a ``BatchRNG`` over the B examples), example i's ε[:, i] is
-        ``rng.normal((k, Z))[i]``, independent of the batch; otherwise one tensor from ``generator``
-        (the global torch RNG when None). Giving both raises ValueError.
+        Independent of the training objective, of β (always β = 1) and of ``reduction`` (always the
+        sum over dimensions). Noise ε [k, B, Z] is drawn on the CPU: with ``rng`` (a ``BatchRNG`` over
+        the B examples), example i's ε[:, i] is ``rng.normal((k, Z))[i]``, independent of the batch;
+        otherwise one tensor from ``generator`` (the global torch RNG when None). Giving both raises
+        ValueError.
         """
         if num_importance < 1:
             raise ValueError(f"num_importance must be >= 1, got {num_importance}")
@@ -336,13 +358,15 @@ class VAE(nn.Module):
 
     def training_step(self, batch: Tensor, *, step: int, optimizers: list[torch.optim.Optimizer],
                       generator: torch.Generator) -> dict[str, float]:
-        """One Adam step on −mean(objective) over the batch; noise ε [k, B, Z] from ``generator``."""
+        """One Adam step on −mean(objective) over the batch; noise ε [k, B, Z] from ``generator``.
+
+        With ``reduction="mean"`` the objective's log p(x|z) is divided by D (:meth:`recon_weight`)."""
         cfg = self.config
         (opt,) = optimizers
         beta = self.beta_at(step)
         eps = torch.randn((cfg.num_samples, batch.shape[0], cfg.latent_dim), generator=generator)
         terms = self.bound_terms(batch, eps.to(batch.device))
-        loss = -self.combine(terms, cfg.objective, kl=cfg.kl, beta=beta).mean()
+        loss = -self.combine(terms, cfg.objective, kl=cfg.kl, beta=beta, recon_weight=self.recon_weight).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip is not None:
