@@ -196,3 +196,22 @@ def test_seeded_training_on_an_8d_gaussian_reaches_its_entropy(direction, tmp_pa
     test = load_dataset("gaussian-8-test", num_samples=1000, seed=1).x
     truth = float(-gaussian_density(8).log_prob(test).mean() / (8 * math.log(2.0)))
     assert record["metrics"]["bpd"]["value"] == pytest.approx(truth, abs=0.03)
+
+
+def test_maf_on_dequantized_mnist5k_learns_far_below_the_uniform_density(tmp_path):
+    """MAF on the 784 logit-space values of dequantized mnist5k (2 layers, one hidden layer of 800):
+    300 steps gave 4.05 bits/dim on 200 test digits (8 bits/dim is the uniform density on the 8-bit
+    range; the family-tradeoff RealNVP reaches 1.67 after 2,400 steps). Scoring needs L = 2 MADE
+    calls; an IAF would need L·D = 1,568, which is why only MAF is trained here."""
+    from harness.runner import ModelEvalConfig, evaluate_model
+    from harness.train import TrainConfig, train
+
+    ckpt = tmp_path / "maf-mnist.pt"
+    config = {"shape": [1, 28, 28], "num_layers": 2, "hidden": 800, "depth": 1, "batch_size": 64, "lr": 1e-3}
+    train(TrainConfig(model="maf", dataset="mnist5k-train", out=str(ckpt), steps=300, seed=0), model_config=config,
+          progress=False)
+    record = evaluate_model(ModelEvalConfig(dataset="mnist5k-test", checkpoint=str(ckpt), num_samples=200,
+                                            metrics=("bpd",)), progress=False)
+    bpd = record["metrics"]["bpd"]
+    assert bpd["dequantization"].startswith("uniform") and bpd["estimator"] == "exact"
+    assert bpd["value"] < 5.0
