@@ -219,7 +219,7 @@ def test_config_validation_factories_and_capabilities():
     model = VQVAE()
     assert model.config.grid == (7, 7) and model.data_spec.shape == (1, 28, 28)
     assert model.data_spec.kind == "continuous" and model.data_spec.value_range == (0.0, 1.0)
-    assert capabilities(model) == ["Sampler", "LowerBound"]
+    assert capabilities(model) == ["Sampler", "LowerBound", "Reconstructor"]
     assert VQVAEConfig(shape=[1, 8, 8], downsample=2).grid == (4, 4)  # JSON lists
     assert VQVAEConfig(steps=1000).prior_start_step == 500 and VQVAEConfig(prior_start=300).prior_start_step == 300
     with pytest.raises(TypeError):
