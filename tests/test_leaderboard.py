@@ -269,6 +269,25 @@ def test_written_tables_mark_every_under_trained_row(tmp_path):
         assert f"| under-trained: {'; '.join(why.values())} |" in text
 
 
+def test_cost_columns_are_not_convergence_checked(tmp_path):
+    """A row's speed at 3/4 of training says nothing about whether it converged: a tenfold change of
+    samples/s between the checkpoints flags nothing, while the same change of a learned column does."""
+    from harness.leaderboard.columns import COLUMNS
+
+    assert COLUMNS["samples_per_s"].cost and COLUMNS["train_step_ms"].cost and not COLUMNS["elbo_bpd"].cost
+    suite = load_leaderboard_suite("ncp-vae")
+    shutil.copytree(ROOT / "results" / suite.name, tmp_path / suite.name)
+    for key in ("samples_per_s", "high_quality_fraction"):
+        for path in (tmp_path / suite.name / "ncp-m500").glob("seed*.json"):
+            rec = json.loads(path.read_text())
+            earlier = rec["leaderboard"]["convergence"]["metrics"]
+            earlier[key]["value"] = rec["metrics"][key]["value"] * (10 if key == "samples_per_s" else 0.1)
+            path.write_text(json.dumps(rec))
+        why = collect(suite, tmp_path).under_trained.get("ncp-m500", {})
+        assert ("samples_per_s" in why) is False
+        assert ("high_quality_fraction" in why) is (key == "high_quality_fraction")
+
+
 def test_derived_columns_from_a_record():
     from harness.leaderboard.columns import column_value
 

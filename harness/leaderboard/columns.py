@@ -35,14 +35,17 @@ __all__ = ["COLUMNS", "Column", "bpd_kind", "bpd_kind_conflicts", "column_blocks
 
 @dataclass(frozen=True)
 class Column:
-    """How to show a column: header label, unit, which direction is better (None: neither), and the
-    range its values live in (``MetricKey.bounds``), which its intervals respect."""
+    """How to show a column: header label, unit, which direction is better (None: neither), the
+    range its values live in (``MetricKey.bounds``), which its intervals respect, and whether it is
+    a cost of running the model (a timing or a size: ``cost``), which training does not move
+    towards a value, so the convergence check skips it."""
 
     key: str
     label: str
     higher_is_better: bool | None
     unit: str = ""
     bounds: tuple[float, float] | None = None
+    cost: bool = False
 
 
 DERIVED: tuple[tuple[Column, str | None], ...] = (
@@ -53,9 +56,9 @@ DERIVED: tuple[tuple[Column, str | None], ...] = (
     (Column("kl_per_dim", "KL per dim", None, "nats"), "iwae_bpd"),
     (Column("recon_nats", "recon.", False, "nats"), "iwae_bpd"),
     (Column("bpd_nfe", "NFE of the bpd ODE solve", False, bounds=(0.0, math.inf)), "nfe_mean"),
-    (Column("parameters", "params", None, bounds=(0.0, math.inf)), None),
-    (Column("train_wall_time_s", "train time", None, "s", bounds=(0.0, math.inf)), None),
-    (Column("train_step_ms", "train step", None, "ms", bounds=(0.0, math.inf)), None),
+    (Column("parameters", "params", None, bounds=(0.0, math.inf), cost=True), None),
+    (Column("train_wall_time_s", "train time", None, "s", bounds=(0.0, math.inf), cost=True), None),
+    (Column("train_step_ms", "train step", None, "ms", bounds=(0.0, math.inf), cost=True), None),
 )
 """Columns computed from fields a record already holds (see the module docstring), each shown
 after the metric key named beside it (None: at the end)."""
@@ -95,7 +98,8 @@ def _columns() -> dict[str, Column]:
     out: dict[str, Column] = {}
     for metric in all_metrics():
         for k in metric.keys:
-            out[k.key] = Column(k.key, k.label, k.higher_is_better, k.unit if k.unit in _UNIT_SHOWN else "", k.bounds)
+            out[k.key] = Column(k.key, k.label, k.higher_is_better, k.unit if k.unit in _UNIT_SHOWN else "", k.bounds,
+                                cost=k.gate_reason == "timing")
             out.update({c.key: c for c in after.get(k.key, ())})
     out.update({c.key: c for c in after.get(None, ())})
     for key in BPD_KEYS:
