@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from baselines.realnvp import ActNorm, LogitTransform, maximum_likelihood_step, std_normal_log_prob
-from harness.core.entries import ModelEntry
+from harness.core.entries import ModelEntry, pinned
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
 
@@ -291,21 +291,14 @@ AutoregressiveFlow.__signature__ = inspect.Signature(  # type: ignore[attr-defin
      for f in fields(AutoregressiveFlowConfig)])
 
 
-def _with_direction(direction: str, overrides: dict[str, object]) -> AutoregressiveFlow:
-    given = overrides.get("direction", direction)
-    if given != direction:
-        raise ValueError(f"direction={given!r} contradicts the model {direction!r}; use the model {given!r} instead")
-    return AutoregressiveFlow(**{**overrides, "direction": direction})
-
-
 def MAF(**overrides: object) -> AutoregressiveFlow:
     """:class:`AutoregressiveFlow` with ``direction="maf"`` (the registry's ``maf``)."""
-    return _with_direction("maf", overrides)
+    return AutoregressiveFlow(**pinned("maf", "direction", "maf", overrides, {"iaf": "iaf"}))
 
 
 def IAF(**overrides: object) -> AutoregressiveFlow:
     """:class:`AutoregressiveFlow` with ``direction="iaf"`` (the registry's ``iaf``)."""
-    return _with_direction("iaf", overrides)
+    return AutoregressiveFlow(**pinned("iaf", "direction", "iaf", overrides, {"maf": "maf"}))
 
 
 _TINY = {"num_layers": 2, "hidden": 16, "depth": 1, "steps": 20, "batch_size": 64}

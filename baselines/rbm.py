@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.core.entries import ModelEntry
+from harness.core.entries import ModelEntry, pinned
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
 
@@ -445,10 +445,7 @@ def rbm_pcd(**overrides: object) -> BinaryRBM:
     digits (16 hidden units, Adam, 2000-3000 steps) PCD reached 20.4-20.8 test nats at lr 3e-3 and
     21.7-22.4 at 1e-2 (CD-1 prefers 1e-2).
     """
-    given = overrides.get("training", "pcd")
-    if given != "pcd":
-        raise ValueError(f"training={given!r} contradicts the model 'rbm-pcd'; use the model 'rbm' for training={given!r}")
-    return RBM(**{**_PCD_DEFAULTS, **overrides})
+    return RBM(**{**_PCD_DEFAULTS, **pinned("rbm-pcd", "training", "pcd", overrides, {"cd": "rbm"})})
 
 
 def _signature(defaults: dict[str, object]) -> inspect.Signature:

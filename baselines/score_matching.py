@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from baselines.nets import MLP
-from harness.core.entries import ModelEntry
+from harness.core.entries import ModelEntry, pinned
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
 
@@ -231,10 +231,8 @@ ScoreMatching.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
 
 
 def _with_objective(objective: str, overrides: dict[str, object]) -> ScoreMatching:
-    given = overrides.get("objective", objective)
-    if given != objective:
-        raise ValueError(f"objective={given!r} contradicts the model score-{objective}; use score-{given} instead")
-    return ScoreMatching(**{**overrides, "objective": objective})
+    others = {o: f"score-{o}" for o in ("ism", "ssm", "dsm")}
+    return ScoreMatching(**pinned(f"score-{objective}", "objective", objective, overrides, others))
 
 
 def score_ism(**overrides: object) -> ScoreMatching:

@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.pixelcnn import PixelCNNConfig, PixelCNNNet
-from harness.core.entries import ModelEntry
+from harness.core.entries import ModelEntry, pinned
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
 from metrics.bpd import dequantize
@@ -507,22 +507,14 @@ VQVAE.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
      for f in fields(VQVAEConfig)])
 
 
-def _with_prior(prior: str, name: str, other: str, overrides: dict[str, Any]) -> VQVAE:
-    given = overrides.get("prior", prior)
-    if given != prior:
-        raise ValueError(f"prior={given!r} contradicts the model {name!r} (prior {prior!r}); "
-                         f"use the model {other!r} instead")
-    return VQVAE(**{**overrides, "prior": prior})
-
-
 def vq_vae(**overrides: Any) -> VQVAE:
     """``vq-vae``: :class:`VQVAE` with the PixelCNN prior over codes (trained after the autoencoder)."""
-    return _with_prior("pixelcnn", "vq-vae", "vq-vae-uniform", overrides)
+    return VQVAE(**pinned("vq-vae", "prior", "pixelcnn", overrides, {"uniform": "vq-vae-uniform"}))
 
 
 def vq_vae_uniform(**overrides: Any) -> VQVAE:
     """``vq-vae-uniform``: :class:`VQVAE` with the uniform prior p(z) = K^{−h·w} (every step trains the AE)."""
-    return _with_prior("uniform", "vq-vae-uniform", "vq-vae", overrides)
+    return VQVAE(**pinned("vq-vae-uniform", "prior", "uniform", overrides, {"pixelcnn": "vq-vae"}))
 
 
 vq_vae.__signature__ = VQVAE.__signature__  # type: ignore[attr-defined]

@@ -121,3 +121,15 @@ def test_model_contract(case, tmp_path):
                 torch.manual_seed(0)
                 bound = model.elbo(inputs, num_importance=k)
                 assert bound.shape == (4,) and torch.isfinite(bound).all(), k
+
+
+@pytest.mark.parametrize("name, field, bad, instead", [
+    ("maf", "direction", "iaf", "'iaf'"), ("score-ism", "objective", "dsm", "'score-dsm'"),
+    ("vq-vae", "prior", "uniform", "'vq-vae-uniform'"), ("rbm-pcd", "training", "cd", "'rbm'"),
+    ("rbm-pcd", "training", "gibbs", "one of the models 'rbm-pcd', 'rbm'"),
+    ("score-ssm", "objective", "sliced", "one of the models 'score-ssm', 'score-ism', 'score-dsm'")])
+def test_a_model_that_fixes_a_field_refuses_a_contradicting_override(name, field, bad, instead):
+    """Registered variants that fix one config field (``maf`` is ``direction="maf"``) refuse the other
+    value and name the model that has it, instead of silently building something else."""
+    with pytest.raises(ValueError, match=f"{field}='{bad}' contradicts the model '{name}'.*use (the model )?{instead} instead"):
+        models.MODELS.get(name).build({field: bad})
