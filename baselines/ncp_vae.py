@@ -387,7 +387,7 @@ class NCPVAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, rng: BatchRNG, *, proposals: int | None = None) -> Tensor:
-        """[n, *data_shape] samples: SIR latents (M = ``proposals`` or ``sir_proposals``), decoded as ``VAE.sample``.
+        """[n, *data_shape] samples: SIR latents (M = ``proposals`` or ``sir_proposals``), decoded by ``VAE.decode_sample``.
 
         One ``self.net`` call on n·M proposals and one decoder call. Sets ``last_sir_ess`` (mean ESS,
         float) and ``last_sir_ess_per_example`` ([n] float64).
@@ -397,17 +397,7 @@ class NCPVAE(nn.Module):
         z, ess = sir(self.log_r, z_all, u)
         self.last_sir_ess_per_example = ess.cpu()
         self.last_sir_ess = float(ess.mean())
-        vae, shape = self.vae, self.vae.config.data_shape
-        out = vae.net(z).reshape(n, *shape)  # as VAE.sample from here on
-        if vae.config.likelihood == "bernoulli":
-            return (rng.child("noise").uniform(shape).to(out.device) < torch.sigmoid(out)).to(torch.int64)
-        x = out
-        if vae.config.sample_noise:
-            std = torch.exp(vae.obs_log_std()).reshape(-1).expand(vae.data_dim).reshape(shape)
-            x = out + std * rng.child("noise").normal(shape).to(out.device)
-        if len(shape) == 3:
-            x = x.clamp(*vae.config.value_range)
-        return x.to(torch.float32)
+        return self.vae.decode_sample(z, rng)
 
 
 NCPVAE.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

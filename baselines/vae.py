@@ -384,17 +384,20 @@ class VAE(nn.Module):
         """
         if len(rng) != n:
             raise ValueError(f"sample(n={n}, rng) needs a BatchRNG over n examples, got one over {len(rng)}")
-        device = self.encoder.body[0].weight.device
+        z = rng.child("latent").normal((self.config.latent_dim,)).to(self.encoder.body[0].weight.device)
+        return self.decode_sample(z, rng)
+
+    def decode_sample(self, z: Tensor, rng: BatchRNG) -> Tensor:
+        """x ~ p(x|z) for latents z [n, latent_dim], as :meth:`sample` describes (noise from ``rng.child('noise')``)."""
         shape = self.config.data_shape
-        z = rng.child("latent").normal((self.config.latent_dim,)).to(device)
-        out = self.net(z).reshape(n, *shape)
+        out = self.net(z).reshape(len(z), *shape)
         if self.config.likelihood == "bernoulli":
-            u = rng.child("noise").uniform(shape).to(device)
+            u = rng.child("noise").uniform(shape).to(out.device)
             return (u < torch.sigmoid(out)).to(torch.int64)
         x = out
         if self.config.sample_noise:
             std = torch.exp(self.obs_log_std()).reshape(-1).expand(self.data_dim).reshape(shape)
-            x = out + std * rng.child("noise").normal(shape).to(device)
+            x = out + std * rng.child("noise").normal(shape).to(out.device)
         if len(shape) == 3:
             x = x.clamp(*self.config.value_range)
         return x.to(torch.float32)
