@@ -5,11 +5,13 @@ Layout of what is written::
     <results>/<suite>/<row>/seed<k>.json          the eval record + a "leaderboard" section (committed)
     <results>/<suite>/<row>/seed<k>.samples.npz   2,000 generated rows or 64 images, first seed only (committed)
     <work>/checkpoints/<train_key>.pt              trained models, keyed by content (not committed)
-    <work>/checkpoints/<train_key>.step<3S/4>.pt   the same training at 3/4 of its steps (convergence check)
+    <work>/checkpoints/<train_key>.step<3S/4>.pt   the same training at 3/4 of its steps (convergence check;
+                                                   3/4 of the way through the last phase with last_phase_start)
     <work>/couplings/<train_key>.npz               reflow couplings
 
-**Convergence check.** A model row is trained with a checkpoint at 3/4 of its steps (the last two
-checkpoints are that one and the final one), and that checkpoint is evaluated with the row's own
+**Convergence check.** A model row is trained with a checkpoint at 3/4 of its steps, or with the train
+option ``last_phase_start`` at 3/4 of the way through its last phase (the last two checkpoints are that
+one and the final one), and that checkpoint is evaluated with the row's own
 options; its metrics are kept in the record under ``leaderboard.convergence`` (``step``,
 ``metrics``), so the tables can mark a row whose metric moved by more than twice the spread of a run in the last
 quarter of training as under-trained (``harness.leaderboard.render``). Data and chance rows are
@@ -182,7 +184,8 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
             return model
 
     steps = row.train.get("steps")
-    earlier = (steps * 3 // 4) if (row.role == "model" and steps and steps >= 4) else 0  # the last two checkpoints
+    start = row.train.get("last_phase_start", 0)  # the last two checkpoints: 3/4 of the way through the last phase, the end
+    earlier = (start + (steps - start) * 3 // 4) if (row.role == "model" and steps and steps - start >= 4) else 0
     cfg = TrainConfig(model=row.model, dataset=row.train_dataset, out=str(ckpt), steps=steps,
                       batch_size=row.train.get("batch_size"), num_train=row.train.get("num_train"), seed=seed, device=device,
                       checkpoint_every=earlier)

@@ -117,7 +117,11 @@ def _convergence(suite: LeaderboardSuite, records: dict[str, list[dict[str, Any]
             ok, text = converged([v[0] for v in final], [v[0] for v in earlier], [v[1] for v in final])  # type: ignore[index]
             if not ok:
                 step = recs[0]["leaderboard"]["convergence"]["step"]
-                out.setdefault(row.id, {})[col] = f"{COLUMNS[col].label} still moved after step {step}: {text}"
+                better = COLUMNS[col].higher_is_better
+                change = sum(v[0] for v in final) - sum(v[0] for v in earlier)  # type: ignore[index]
+                how = "" if better is None else " (improving)" if (change > 0) == better else \
+                    " (getting worse: over-fitting or unstable)"
+                out.setdefault(row.id, {})[col] = f"{COLUMNS[col].label} still moved after step {step}{how}: {text}"
     return out
 
 

@@ -11,7 +11,7 @@ reproduced::
     seeds: [0, 1, 2]
     expected_minutes: 6                      # measured CPU time of a full run, for the docs
     defaults:
-      train: {steps: 2000, batch_size: 256}  # train options: steps, batch_size, num_train
+      train: {steps: 2000, batch_size: 256}  # train options: steps, batch_size, num_train, last_phase_start
       eval: {num_samples: 1000, metrics: [fid, precision, recall, nfe], feature_extractor: identity}
     columns: [fid, precision, recall, straightness, nfe_mean]
     rows:
@@ -67,7 +67,10 @@ _TOP = {"name", "title", "description", "dataset", "seeds", "expected_minutes", 
 _TOP_REQUIRED = {"name", "title", "dataset", "seeds", "columns", "rows"}
 _ROW = {"id", "label", "model", "model_args", "dataset", "train", "eval", "group", "init", "reflow", "seeds", "note", "role", "trained_if"}
 ROLES = ("model", "data", "chance")
-_TRAIN = {"steps", "batch_size", "num_train"}
+_TRAIN = {"steps", "batch_size", "num_train", "last_phase_start"}
+"""Train options. ``last_phase_start``: the step at which a two-phase model's last phase begins (the
+prior of a VQ-VAE after its autoencoder); the convergence check then looks at the last quarter of that
+phase instead of the last quarter of all steps (``harness.leaderboard.execute``)."""
 _REFLOW = {"from", "pairs", "sampler", "steps"}
 _REF = {"label", "source", "dataset", "values", "note"}
 _CLAIM = {"id", "statement", "source", "column", "confidence", *KINDS, "at_least", "margin"}
@@ -230,6 +233,9 @@ def _row(entry: Any, where: str, suite: dict[str, Any], defaults: dict[str, Any]
     for k, v in train.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{where} train: {k} must be a positive int, got {v!r}")
+    if "last_phase_start" in train and train["last_phase_start"] > train.get("steps", 0) - 4:
+        raise ValueError(f"{where} train: last_phase_start={train['last_phase_start']} needs steps of at least "
+                         f"last_phase_start + 4 (steps {train.get('steps')}), for a checkpoint inside that phase")
     eval_options = {**defaults.get("eval", {}), **(entry.get("eval") or {})}
     _check_eval(eval_options, where)
     train_ds, eval_ds = _dataset(entry["dataset"], where) if "dataset" in entry else (suite["train"], suite["eval"])
