@@ -57,7 +57,7 @@ import copy
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -138,11 +138,13 @@ class FlowMatchingConfig:
     distill: bool = False
     seed: int = 0
 
+    paths: ClassVar[tuple[str, ...]] = PATHS  # the values ``path`` may take (a subclass's own paths)
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "value_range", tuple(float(v) for v in self.value_range))
-        if self.path not in PATHS:
-            raise ValueError(f"path must be one of {PATHS}, got {self.path!r}")
+        if self.path not in self.paths:
+            raise ValueError(f"path must be one of {self.paths}, got {self.path!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
         if not 0.0 <= self.sigma_min < 1.0:
@@ -189,10 +191,11 @@ class FlowMatching(nn.Module):
     """
 
     _rectified = False
+    config_class: ClassVar[type[FlowMatchingConfig]] = FlowMatchingConfig
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__()
-        config = FlowMatchingConfig(**kwargs)
+        config = self.config_class(**kwargs)
         if not self._rectified and (config.couplings or config.init_checkpoint or config.distill):
             raise ValueError("couplings / init_checkpoint / distill belong to rectified flow; use the 'rectified-flow' model")
         self.config = config
@@ -295,12 +298,16 @@ class FlowMatching(nn.Module):
         t ~ U[0, t_max] from ``generator``, or t = 0 for one-step distillation (Liu et al. sec. 2.3).
         """
         b, device = x1.shape[0], x1.device
-        t = torch.zeros(b, device=device) if distill else (torch.rand(b, generator=generator) * self.config.t_max).to(device)
+        t = torch.zeros(b, device=device) if distill else self.training_times(b, generator).to(device)
         loss = self.cfm_loss(x1, x0, t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return float(loss.detach())
+
+    def training_times(self, n: int, generator: torch.Generator) -> Tensor:
+        """[n] training times t ~ U[0, t_max] from ``generator`` (CPU)."""
+        return torch.rand(n, generator=generator) * self.config.t_max
 
     # ----- sampling ---------------------------------------------------------------------------
 
