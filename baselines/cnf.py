@@ -125,9 +125,7 @@ class CNF(FlowMatching):
         """One Adam step on −log p_θ(x) / D of the batch (nats per dimension), the Hutchinson probe from
         ``generator``. Returns ``loss`` and ``train_nfe`` (network evaluations of this step's solve)."""
         (opt,) = optimizers
-        if self.config.lr_schedule == "linear":
-            for group in opt.param_groups:
-                group["lr"] = self.config.lr * max(0.0, 1.0 - step / self.config.steps)
+        self.schedule_lr(opt, step)
         x = batch.to(torch.float32)
         probe = (torch.randn(x.shape, generator=generator).to(x.device) if self.config.divergence == "hutchinson"
                  else None)

@@ -281,15 +281,19 @@ class FlowMatching(nn.Module):
         and with ``distill`` t = 0 (one-step distillation); ``batch`` then only sets the size.
         """
         (opt,) = optimizers
-        if self.config.lr_schedule == "linear":
-            for group in opt.param_groups:
-                group["lr"] = self.config.lr * max(0.0, 1.0 - step / self.config.steps)
+        self.schedule_lr(opt, step)
         if self.config.couplings:
             x0, x1 = self._coupling_batch(batch.shape[0], generator, batch.device)
         else:
             x1 = batch.to(torch.float32)
             x0 = torch.randn(x1.shape, generator=generator).to(batch.device)
         return {"loss": self.pair_step(opt, x0, x1, generator, distill=self.config.distill)}
+
+    def schedule_lr(self, opt: torch.optim.Optimizer, step: int) -> None:
+        """Set ``opt``'s learning rate for ``step``: ``lr``, or with ``lr_schedule="linear"`` lr · (1 − step/steps)."""
+        if self.config.lr_schedule == "linear":
+            for group in opt.param_groups:
+                group["lr"] = self.config.lr * max(0.0, 1.0 - step / self.config.steps)
 
     def pair_step(self, opt: torch.optim.Optimizer, x0: Tensor, x1: Tensor, generator: torch.Generator, *,
                   distill: bool = False) -> float:
