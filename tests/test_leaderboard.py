@@ -301,6 +301,9 @@ def test_last_phase_start_must_leave_a_checkpoint_inside_the_phase(tmp_path):
         return load_leaderboard_suite(path)
 
     assert suite({"steps": 4000, "last_phase_start": 3000}).row("a").train["last_phase_start"] == 3000
+    # the committed vq-vae rows train their prior from step 3000 of 4000: checked at 3000 + 3/4 of 1000
+    records = [json.loads(p.read_text()) for p in (ROOT / "results" / "vq-vae" / "vq-k32").glob("seed*.json")]
+    assert records and {r["leaderboard"]["convergence"]["step"] for r in records} == {3750}
     with pytest.raises(ValueError, match="last_phase_start=3998 needs steps of at least last_phase_start"):
         suite({"steps": 4000, "last_phase_start": 3998})
 
