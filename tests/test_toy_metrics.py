@@ -170,3 +170,23 @@ def test_samples_outside_the_checkerboard_make_the_cross_entropy_infinite_with_t
     assert out["data_xent_bpd"]["value"] is None
     assert "2 of 102 samples" in out["data_xent_bpd"]["value_reason"]
     assert out["data_support_fraction"]["value"] == pytest.approx(100 / 102)
+
+
+def test_samples_all_outside_the_checkerboard_give_a_strict_json_entry():
+    """With no sample inside the squares there is no standard error either: stored as None, not NaN, so
+    the record stays strict JSON (a suite run once stopped on exactly this)."""
+    import json
+
+    board = load_toy("checkerboard", "test", num_samples=100)
+    off = np.full((50, 2), 9.0) + np.arange(50)[:, None] * 0.01
+    out = _scored(off, board.x, board.meta, ("data_xent",))
+    assert out["data_xent_bpd"]["value"] is None and out["data_xent_bpd"]["stderr"] is None
+    assert out["data_support_fraction"]["value"] == 0.0
+    json.dumps(out, allow_nan=False)
+
+
+def test_a_non_finite_field_of_a_metric_entry_is_stored_as_none():
+    from harness.core.metric import MetricEntry
+
+    entry = MetricEntry(1.5, {"stderr": float("nan"), "n": 3, "spread": float("inf")}).to_json()
+    assert entry == {"value": 1.5, "stderr": None, "n": 3, "spread": None}

@@ -103,7 +103,9 @@ class MetricEntry:
     """One value of a record with the fields that reproduce it.
 
     ``value`` is a finite number, or None with ``reason`` saying why (a non-finite result such as
-    an infinite reverse KL is stored as None, the reason naming it: records are strict JSON).
+    an infinite reverse KL is stored as None, the reason naming it: records are strict JSON). A
+    non-finite float among the top-level ``fields`` (the standard error of an infinite mean) is
+    stored as None too.
     """
 
     value: float | int | None
@@ -127,6 +129,10 @@ class MetricEntry:
         clash = {"value", "value_reason"} & set(self.fields)
         if clash:
             raise ValueError(f"entry fields may not be named {sorted(clash)}")
+        if any(isinstance(v, float) and not math.isfinite(v) for v in self.fields.values()):
+            # a spread of an infinite value, say: not available, and records stay strict JSON
+            object.__setattr__(self, "fields", {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                                                for k, v in self.fields.items()})
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any], extra: Mapping[str, Any] | None = None,
