@@ -59,8 +59,8 @@ def test_config_validation_and_registered_variants():
                        ({"t_beta": (1.0,)}, "t_beta must be")]:
         with pytest.raises(ValueError, match=match):
             StochasticInterpolant(**bad)
-    for bad, match in [({"divergence": "trace"}, "divergence must be one of"), ({"train_solver": "euler"}, "train_solver"),
-                       ({"train_ode_steps": 0}, "train_ode_steps"), ({"shape": (1, 8, 8)}, "models rows")]:
+    for bad, match in [({"divergence": "trace"}, "divergence must be one of"), ({"train_ode_steps": 0}, "train_ode_steps"),
+                       ({"shape": (1, 8, 8)}, "models rows")]:
         with pytest.raises(ValueError, match=match):
             CNF(**bad)
 
@@ -86,13 +86,11 @@ def _linear_cnf(**kw) -> tuple[CNF, torch.Tensor, torch.Tensor]:
     return model, x, truth
 
 
-@pytest.mark.parametrize("solver", ["rk4", "dopri5"])
-def test_cnf_log_likelihood_through_the_ode_is_the_change_of_variables_of_a_linear_field(solver):
-    model, x, truth = _linear_cnf(divergence="exact", train_solver=solver, train_ode_steps=16,
-                                  train_rtol=1e-9, train_atol=1e-9)
+def test_cnf_log_likelihood_through_the_ode_is_the_change_of_variables_of_a_linear_field():
+    model, x, truth = _linear_cnf(divergence="exact", train_ode_steps=16)
     log_p, nfe = model.log_prob_through_ode(x)
     torch.testing.assert_close(log_p, truth, rtol=0, atol=1e-7)
-    assert nfe == (64 if solver == "rk4" else nfe) and nfe > 0
+    assert nfe == 64
     log_p.sum().backward()  # the graph reaches the field's parameters
     assert model.net.a.grad is not None and torch.isfinite(model.net.a.grad).all()
 
