@@ -27,7 +27,7 @@ from harness.core.metric import Metric, MetricEntry, MetricInputs, MetricKey
 __all__ = ["METRIC", "data_cross_entropy_bpd"]
 
 
-def data_cross_entropy_bpd(samples: np.ndarray, log_density: Any) -> tuple[float, float | None, int]:
+def data_cross_entropy_bpd(samples: np.ndarray, log_density: Any) -> tuple[float, float, int]:
     """(mean −log p(x) / (D ln 2) over the samples, its standard error, number of samples with p = 0).
 
     Args:
@@ -35,8 +35,7 @@ def data_cross_entropy_bpd(samples: np.ndarray, log_density: Any) -> tuple[float
         log_density: rows [N, D] -> float64 [N] log densities in nats (−inf outside the support).
     Returns:
         Mean and standard error in bits/dim over the samples with p > 0 (the mean is +inf when any
-        has p = 0; the standard error is None when fewer than 2 have p > 0), and the count of those
-        with p = 0.
+        has p = 0), and the count of those with p = 0.
     """
     x = np.asarray(samples, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
@@ -46,7 +45,7 @@ def data_cross_entropy_bpd(samples: np.ndarray, log_density: Any) -> tuple[float
     nll_bpd = -np.asarray(log_density(x), dtype=np.float64) / (x.shape[1] * math.log(2.0))
     outside = int(np.isposinf(nll_bpd).sum())
     inside = nll_bpd[np.isfinite(nll_bpd)]
-    se = float(inside.std(ddof=1) / math.sqrt(len(inside))) if len(inside) >= 2 else None
+    se = float(inside.std(ddof=1) / math.sqrt(len(inside))) if len(inside) >= 2 else math.nan
     mean = math.inf if outside else float(inside.mean())
     return mean, se, outside
 

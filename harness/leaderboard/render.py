@@ -92,7 +92,8 @@ def collect(suite: LeaderboardSuite, results_dir: Path) -> SuiteResults:
 def _convergence(suite: LeaderboardSuite, records: dict[str, list[dict[str, Any]]],
                  estimates: dict[str, dict[str, Estimate]]) -> dict[str, dict[str, str]]:
     """Row -> {column: why} for the claim columns on which a model row failed its convergence check
-    (``claims.converged`` on the record of the checkpoint at 3/4 of the steps), and {"*": why} for a ``trained_if``
+    (``claims.converged`` on the record of the checkpoint at 3/4 of the steps, or of the last phase with
+    ``last_phase_start``), and {"*": why} for a ``trained_if``
     threshold it did not reach. Cost columns (timings, sizes) are not checked: they measure the machine and the
     configuration, not what training has learned."""
     claimed = {c.column for c in suite.claims if not COLUMNS[c.column].cost}
