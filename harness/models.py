@@ -30,7 +30,7 @@ BASELINE_MODULES: tuple[str, ...] = (
     "baselines.vae", "baselines.gan", "baselines.realnvp", "baselines.pixelcnn",
     "baselines.ddpm", "baselines.score_sde", "baselines.flow_matching", "baselines.reference_samplers",
     "baselines.autoregressive_flow", "baselines.rbm", "baselines.vqvae", "baselines.score_matching",
-    "baselines.ncp_vae", "baselines.interpolant", "baselines.cnf",
+    "baselines.ncp_vae", "baselines.interpolant", "baselines.cnf", "baselines.consistency",
 )
 
 

@@ -43,7 +43,9 @@ class Trainable(Protocol):
     Optional attributes: ``ema_decay: float | None`` (the harness keeps an EMA of the weights and
     evaluates / saves it), ``default_batch_size: int``, ``default_steps: int``,
     ``init_checkpoint: str | None`` (a genbench checkpoint of the same model whose weights are
-    loaded, strictly, before ``configure_optimizers``: fine-tuning).
+    loaded, strictly, before ``configure_optimizers``: fine-tuning), ``teacher_checkpoint: str | None``
+    with ``set_teacher(module)`` (a genbench checkpoint of another model, loaded frozen on the same
+    device and handed to the model before training: distillation).
     """
 
     data_spec: DataSpec
@@ -128,6 +130,22 @@ class _Batches:
         return None if self.perm is None else {"perm": self.perm, "pos": self.pos}
 
 
+def _load_teacher(path: str, device: str) -> nn.Module:
+    """The frozen model of the genbench checkpoint ``path`` on ``device`` (a distillation teacher)."""
+    from harness.models import build_registered
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"teacher_checkpoint {path} does not exist; train the teacher first "
+                                "(genbench train fm-ot ... --out FLOW.pt) and pass --model-arg teacher_checkpoint=FLOW.pt")
+    ckpt = load_checkpoint(path)
+    teacher = build_registered(ckpt.model_name, ckpt.config)
+    try:
+        teacher.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"teacher_checkpoint {path} does not fit model {ckpt.model_name!r}: {err}") from None
+    return teacher.to(device).eval().requires_grad_(False)
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -165,6 +183,9 @@ def train(
     init = getattr(model, "init_checkpoint", None)
     if init and resume is None:
         model.load_state_dict(load_checkpoint(init).state_dict, strict=True)
+    teacher = getattr(model, "teacher_checkpoint", None)
+    if teacher:
+        model.set_teacher(_load_teacher(teacher, cfg.device))
     optimizers = model.configure_optimizers()
     decay = getattr(model, "ema_decay", None)
     ema = EMA(model, decay) if decay else None

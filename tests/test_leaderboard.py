@@ -183,6 +183,32 @@ def test_tiny_suite_end_to_end_resumes_and_rebuilds_identically(tmp_path, capsys
     assert (tmp_path / "lb" / "img" / "tiny" / "fm-samples.png").is_file()
 
 
+def test_a_teacher_row_hands_its_checkpoint_to_the_distilled_row(tmp_path, capsys):
+    """``teacher: ROW`` trains that row first and passes its checkpoint as ``teacher_checkpoint``; the
+    distilled row's key depends on the teacher's, and a teacher that is not an earlier row is refused."""
+    from harness.checkpoint import load_checkpoint
+    from harness.leaderboard.execute import train_keys
+
+    text = GOOD.replace("  - {id: ft,", "  - {id: cd, model: consistency-cd, model_args: {hidden: 16, depth: 1, time_dim: 8, "
+                        "num_scales: 4}, teacher: fm, seeds: [0], eval: {steps: 2, metrics: [fid, prdc, nfe]}}\n  - {id: ft,")
+    suite = load_leaderboard_suite(_write(tmp_path, text))
+    assert suite.row("cd").upstream == ("fm",)
+    keys = train_keys(suite, 0)
+    other = load_leaderboard_suite(_write(tmp_path, text.replace("teacher: fm,", "teacher: fm8,")))
+    assert train_keys(other, 0)["cd"] == keys["cd"]  # fm and fm8 are one trained model
+    longer = load_leaderboard_suite(_write(tmp_path, text.replace("{id: fm, model: fm-ot,", "{id: fm, model: fm-ot, train: {steps: 31},")))
+    assert train_keys(longer, 0)["cd"] != keys["cd"]
+    with pytest.raises(ValueError, match="teacher 'ft' must name an earlier row"):
+        load_leaderboard_suite(_write(tmp_path, text.replace("teacher: fm,", "teacher: ft,")))
+    args = ["leaderboard", "--suite", str(_write(tmp_path, text)), "--results", str(tmp_path / "results"),
+            "--out", str(tmp_path / "lb"), "--work-dir", str(tmp_path / "work"), "--rows", "cd"]
+    assert main(args) == 0
+    record = json.loads((tmp_path / "results" / "tiny" / "cd" / "seed0.json").read_text())
+    assert record["leaderboard"]["train"]["teacher"] == "fm"
+    ckpt = load_checkpoint(tmp_path / "work" / "checkpoints" / f"{keys['cd']}.pt")
+    assert Path(ckpt.config["teacher_checkpoint"]).name == f"{keys['fm']}.pt"
+
+
 def test_a_rerun_that_reproduces_a_record_keeps_the_stored_file(tmp_path, capsys):
     """A fresh clone has the records and no checkpoints: rerunning retrains and re-evaluates, and a
     record whose metrics and protocol it reproduces stays byte for byte (a clean checkout); only

@@ -3,7 +3,8 @@
 The cases are collected from ``harness.models.MODELS`` at import time, so a family whose module is
 listed in ``harness.models.BASELINE_MODULES`` is covered automatically. Per model:
 
-1. build it from ``tiny_config`` and train 3 steps with ``harness.train.train`` on a data set
+1. build it from ``tiny_config`` (a model with a registered ``teacher`` gets a 3-step teacher
+   checkpoint as ``teacher_checkpoint``) and train 3 steps with ``harness.train.train`` on a data set
    matching its ``data_spec.shape``: (2,) -> ``moons-train``; (1, 28, 28) -> ``mnist5k-train``
    (other shapes are skipped with the reason);
 2. ``sample`` (Sampler) returns ``[n, *shape]`` with dtype float32 (continuous) / int64 (discrete)
@@ -37,6 +38,8 @@ VARIANTS = {
     "pixelcnn-binary[gated]": ("pixelcnn-binary", {"gated": True}),
     "maf[image]": ("maf", {"shape": [1, 8, 8], "hidden": 64}),
     "iaf[image]": ("iaf", {"shape": [1, 8, 8], "hidden": 64}),
+    "consistency-ct[image]": ("consistency-ct", {"shape": [1, 28, 28], "base": 8, "batch_size": 8}),
+    "consistency-cd[image]": ("consistency-cd", {"shape": [1, 28, 28], "base": 8, "batch_size": 8}),
 }
 DATASETS = {(2,): "moons", (1, 28, 28): "mnist5k", (1, 8, 8): "digits"}
 NUM_TRAIN = 512  # rows drawn for toy sets (image sets are fixed files)
@@ -80,6 +83,14 @@ def test_model_contract(case, tmp_path):
     base = DATASETS.get(tuple(spec.shape))
     if base is None:
         pytest.skip(f"no contract data set for shape {spec.shape}; known: {sorted(DATASETS)}")
+
+    teacher = models.MODELS.get(name).teacher
+    if teacher is not None:  # a distilled model: a 3-step teacher of the registered kind first
+        teacher_out = tmp_path / "teacher.pt"
+        train(TrainConfig(model=teacher, dataset=f"{base}-train", out=str(teacher_out), steps=3, seed=0,
+                          num_train=NUM_TRAIN), model_config={**models.MODELS.get(teacher).tiny_config, **extra},
+              progress=False)
+        tiny_config["teacher_checkpoint"] = str(teacher_out)
 
     out = tmp_path / f"{name}.pt"
     summary = train(TrainConfig(model=name, dataset=f"{base}-train", out=str(out), steps=3, seed=0,

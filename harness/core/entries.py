@@ -18,6 +18,7 @@ class ModelEntry:
     description: str
     tiny_config: dict[str, Any] | None = None  # a seconds-sized config for the contract test (trainable models)
     example_config: dict[str, Any] | None = None  # a valid config for models without defaults (listing)
+    teacher: str | None = None  # the registered model a ``teacher_checkpoint`` of this one names (the contract test trains it first)
 
     def build(self, config: dict[str, Any] | None = None) -> Any:
         module_name, _, attr = self.factory.partition(":")

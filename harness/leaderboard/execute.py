@@ -67,7 +67,8 @@ _RUN_DESCRIPTION = frozenset({"wall_time_s", "created_utc", "checkpoint_sha256",
 """Fields, at any depth, that describe the run rather than its result (``weights_sha256`` differs when
 float reductions do, and ``torch_threads`` with the executor; the metrics decide)."""
 _RUN_PATHS = (("run", "id"), ("run", "git_sha"), ("run", "host"), ("run", "distributed"))
-_WORK_FILES = (("config", "checkpoint"), ("model", "checkpoint"), ("model", "config", "couplings"))
+_WORK_FILES = (("config", "checkpoint"), ("model", "checkpoint"), ("model", "config", "couplings"),
+               ("model", "config", "teacher_checkpoint"))
 """Files in the work folder, named by content key: compared by file name, not by where the folder is."""
 
 
@@ -170,6 +171,8 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
         (work / "couplings").mkdir(parents=True, exist_ok=True)
         pairs = save_couplings(work / "couplings" / f"{key}.npz", z0.cpu(), z1.cpu())
         config["couplings"] = str(pairs)
+    if row.teacher is not None:
+        config["teacher_checkpoint"] = str(_checkpoint(work, keys[row.teacher]))
     build: Callable[[], Any] | None = None
     if row.init is not None:
         init = load_checkpoint(_checkpoint(work, keys[row.init]))
@@ -194,7 +197,8 @@ def _train_row(suite: LeaderboardSuite, row: Row, seed: int, keys: dict[str, str
                "last_losses": result["last_losses"], "checkpoint_sha256": result["sha256"],
                "weights_sha256": result["weights_sha256"], "init": row.init,
                "reflow": row.reflow, "options": row.train, "dataset": row.train_dataset, "model_args": row.model_args,
-               "device": device, "torch_threads": result["torch_threads"], "convergence_step": earlier or None}
+               "device": device, "torch_threads": result["torch_threads"], "convergence_step": earlier or None,
+               **({"teacher": row.teacher} if row.teacher else {})}
     write_json(summary_path, summary)
     return summary
 

@@ -29,6 +29,9 @@ reproduced::
         model: rectified-flow
         reflow: {from: rf1, pairs: 10000, sampler: euler, steps: 100}  # couplings drawn from rf1's model
         init: rf1                            # start from rf1's trained weights (fine-tuning)
+      - id: cd
+        model: consistency-cd
+        teacher: rf1                         # rf1's checkpoint is the model's teacher_checkpoint (distillation)
     references:
       - label: 2-RF + distill (Liu et al. 2023)
         source: Liu et al. 2023, Table 1 (seed 004#5)
@@ -65,7 +68,7 @@ SUITE_DIR = Path(__file__).resolve().parents[1] / "suites" / "leaderboard"
 _TOP = {"name", "title", "description", "dataset", "seeds", "expected_minutes", "defaults", "columns", "rows",
         "references", "claims"}
 _TOP_REQUIRED = {"name", "title", "dataset", "seeds", "columns", "rows"}
-_ROW = {"id", "label", "model", "model_args", "dataset", "train", "eval", "group", "init", "reflow", "seeds", "note", "role", "trained_if"}
+_ROW = {"id", "label", "model", "model_args", "dataset", "train", "eval", "group", "init", "reflow", "teacher", "seeds", "note", "role", "trained_if"}
 ROLES = ("model", "data", "chance")
 _TRAIN = {"steps", "batch_size", "num_train", "last_phase_start"}
 """Train options. ``last_phase_start``: the step at which a two-phase model's last phase begins (the
@@ -100,21 +103,24 @@ class Row:
     group: str | None = None
     init: str | None = None
     reflow: dict[str, Any] | None = None
+    teacher: str | None = None  # the row whose checkpoint is this model's teacher_checkpoint
     note: str = ""
     role: str = "model"  # one of ROLES: a model, the data itself, or a chance sampler
     trained_if: dict[str, float] = field(default_factory=dict)  # column -> the value it must reach (else under-trained)
 
     @property
     def upstream(self) -> tuple[str, ...]:
-        """Ids of the earlier rows this one starts from (``init``, ``reflow.from``)."""
-        return tuple(r for r in (self.init, (self.reflow or {}).get("from")) if r)
+        """Ids of the earlier rows this one starts from (``init``, ``reflow.from``, ``teacher``)."""
+        return tuple(r for r in (self.init, (self.reflow or {}).get("from"), self.teacher) if r)
 
     def train_key(self, seed: int, upstream: dict[str, str]) -> str:
         """Content key of this row's trained model at ``seed``: equal for rows that train the same thing.
 
-        ``upstream`` maps the ids of rows this one depends on (``init``, ``reflow.from``) to their keys.
+        ``upstream`` maps the ids of rows this one depends on (``init``, ``reflow.from``, ``teacher``) to
+        their keys. (The ``teacher`` key enters only when set, so the keys of rows without one stay as they were.)
         """
-        return content_key({"model": self.model, "model_args": self.model_args, "dataset": self.train_dataset,
+        teacher = {"teacher": upstream[self.teacher]} if self.teacher else {}
+        return content_key({**teacher, "model": self.model, "model_args": self.model_args, "dataset": self.train_dataset,
                             "train": self.train, "seed": seed, "init": upstream.get(self.init) if self.init else None,
                             "reflow": {**self.reflow, "from": upstream[self.reflow["from"]]} if self.reflow else None})
 
@@ -248,11 +254,14 @@ def _row(entry: Any, where: str, suite: dict[str, Any], defaults: dict[str, Any]
             raise ValueError(f"{where} reflow: from {reflow['from']!r} must name an earlier row; earlier rows: {earlier}")
         reflow.setdefault("sampler", "euler")
         reflow.setdefault("steps", 100)
+    teacher = entry.get("teacher")
+    if teacher is not None and teacher not in earlier:
+        raise ValueError(f"{where}: teacher {teacher!r} must name an earlier row; earlier rows: {earlier}")
     return Row(
         id=row_id, label=str(entry.get("label", row_id)), model=entry["model"], model_args=dict(model_args),
         train_dataset=train_ds, eval_dataset=eval_ds, train=train, eval=eval_options,
         seeds=_seeds(entry["seeds"], where) if "seeds" in entry else suite["seeds"],
-        group=entry.get("group"), init=entry.get("init"), reflow=reflow, note=str(entry.get("note", "")),
+        group=entry.get("group"), init=entry.get("init"), reflow=reflow, teacher=teacher, note=str(entry.get("note", "")),
         role=_role(entry.get("role", "model"), where), trained_if=_trained_if(entry.get("trained_if"), where),
     )
 
