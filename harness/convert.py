@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from harness.core.levels import levels_to_pixels
 from harness.core.options import ROUNDING
 from harness.core.protocols import DataSpec
 
@@ -35,8 +36,9 @@ def to_uint8(x: Tensor, value_range: tuple[float, float], *, rounding: str = "ro
 def samples_to_data(x: Tensor, spec: DataSpec, *, rounding: str = "round") -> Tensor:
     """Samples in model space to what the data sets hold.
 
-    Images (3-D per-example shape): uint8 [B, C, H, W]; discrete images with 256 levels are
-    taken as pixel values, binary ones scaled to {0, 255}. Rows (1-D shape): float32 [B, D].
+    Images (3-D per-example shape): uint8 [B, C, H, W]; discrete images with K levels map level c to
+    pixel round(c · 255 / (K − 1)) (:mod:`harness.core.levels`: 256 levels are pixel values, binary
+    ones 0 and 255). Rows (1-D shape): float32 [B, D].
     """
     if tuple(x.shape[1:]) != spec.shape:
         raise ValueError(f"model returned samples of shape {tuple(x.shape[1:])}, but its data_spec says {spec.shape}")
@@ -46,6 +48,5 @@ def samples_to_data(x: Tensor, spec: DataSpec, *, rounding: str = "round") -> Te
             raise ValueError("samples contain NaN or Inf values")
         return out
     if spec.kind == "discrete":
-        levels = spec.num_categories or 256
-        return (x.to(torch.int64).clamp(0, levels - 1) * (255 // (levels - 1))).to(torch.uint8)
+        return levels_to_pixels(x, spec.num_categories or 256)
     return to_uint8(x, spec.value_range, rounding=rounding)

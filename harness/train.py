@@ -30,6 +30,7 @@ from harness.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
 from harness.core.device import check_device
 from harness.core.ema import EMA
 from harness.core.heartbeat import Heartbeat
+from harness.core.levels import pixels_to_levels
 from harness.core.protocols import DataSpec
 from harness.datasets import load_dataset
 
@@ -88,13 +89,8 @@ def data_to_model(x: np.ndarray | Tensor, spec: DataSpec) -> Tensor:
     x = torch.as_tensor(x)
     if x.dtype != torch.uint8:
         return x.to(torch.float32)
-    if spec.kind == "discrete":
-        levels = spec.num_categories or 256
-        if levels == 256:
-            return x.to(torch.int64)
-        if levels == 2:
-            return (x >= 128).to(torch.int64)
-        raise ValueError(f"no rule maps 8-bit pixels to {levels} categories; use 2 or 256")
+    if spec.kind == "discrete":  # K levels: round(v (K − 1) / 255) (harness.core.levels; K = 2 binarizes at 128)
+        return pixels_to_levels(x, spec.num_categories or 256)
     lo, hi = spec.value_range
     return lo + x.to(torch.float32) * ((hi - lo) / 255.0)
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from harness.core.distributed import map_shared
+from harness.core.levels import pixels_to_levels
 from harness.core.protocols import DataSpec, LogLikelihood, LowerBound
 from harness.core.rng import BatchRNG, example_seed
 from harness.core.stats import block_means, mean_and_stderr
@@ -96,8 +97,9 @@ def model_inputs(x: Tensor, spec: DataSpec, rng: BatchRNG) -> tuple[Tensor, floa
             return x.long(), 0.0, {"dequantization": "none: integer levels 0..255"}
         if spec.num_categories == 2:
             return (x >= 128).long(), 0.0, {"dequantization": "none: binarized at 128 (pixel >= 128 -> 1)"}
-        raise ValueError(f"cannot score uint8 data with a discrete model of {spec.num_categories} categories; genbench "
-                         "maps 8-bit data to 256 levels or binarizes it (num_categories=2)")
+        levels = spec.num_categories
+        return pixels_to_levels(x, levels), 0.0, {
+            "dequantization": f"none: {levels} grey levels, level = round(pixel * {levels - 1} / 255)"}
     if x.is_floating_point():
         if spec.kind == "continuous":
             return x, 0.0, {"dequantization": "none: continuous data scored as is"}

@@ -157,8 +157,11 @@ def test_nonfinite_output_and_bad_inputs_raise() -> None:
         exact_bpd(UniformCategorical((1, 4, 4)), [_images(2, (1, 5, 5))], DataSpec((1, 4, 4), "discrete", num_categories=256), seed=0)
     with pytest.raises(ValueError, match="float data with a discrete model"):
         model_inputs(torch.zeros(2, 2), DataSpec((2,), "discrete", num_categories=256), BatchRNG(0, range(2)))
-    with pytest.raises(ValueError, match="16 categories"):
-        model_inputs(_images(2), DataSpec((1, 4, 4), "discrete", num_categories=16), BatchRNG(0, range(2)))
+    # K levels other than 2 and 256: level = round(pixel (K − 1) / 255), said in the record's field
+    images = _images(2)
+    levels, offset, fields = model_inputs(images, DataSpec((1, 4, 4), "discrete", num_categories=16), BatchRNG(0, range(2)))
+    assert torch.equal(levels, (images.long() * 30 + 255) // 510) and offset == 0.0
+    assert fields["dequantization"] == "none: 16 grey levels, level = round(pixel * 15 / 255)"
 
 
 def test_bounds_are_ordered_and_converge(vae_and_data: tuple[LinearGaussianVAE, Tensor, Tensor, float]) -> None:

@@ -85,6 +85,39 @@ DATASETS.register_pattern(
 )
 
 
+_QUANTIZED_NAME = re.compile(r"^(" + "|".join(map(re.escape, _FIXED)) + r")-q([0-9]+)-(train|test)$")
+
+
+def _load_quantized(base: str, levels: int, split: str, *, num_samples: int | None = None, seed: int = 0) -> Dataset:
+    """``<images>-q<K>-<split>``: the fixed image set with every pixel on the K-level grid of
+    :mod:`harness.core.levels` (level c stored as pixel round(c · 255 / (K − 1))), so a discrete model of K
+    levels reads it back exactly and its samples are compared with data of the same quantization."""
+    import dataclasses
+
+    import torch
+
+    from harness.core.levels import levels_to_pixels, pixels_to_levels
+
+    data = _FIXED[base][0](split, num_samples=num_samples, seed=seed)
+    x = levels_to_pixels(pixels_to_levels(torch.from_numpy(data.x), levels), levels).numpy()
+    return dataclasses.replace(data, name=f"{base}-q{levels}-{split}", x=x,
+                               source=f"{data.source}; quantized to {levels} grey levels, level = round(pixel * {levels - 1} / 255)")
+
+
+def _resolve_quantized(name: str) -> DatasetLoader | None:
+    match = _QUANTIZED_NAME.match(name)
+    if match is None or not 2 <= int(match.group(2)) <= 255:
+        return None
+    return functools.partial(_load_quantized, match.group(1), int(match.group(2)), match.group(3))
+
+
+DATASETS.register_pattern(
+    "<images>-q<K>-<split>",
+    _resolve_quantized,
+    description="mnist5k, digits or fashion-mnist with K = 2..255 grey levels (e.g. mnist5k-q4-train), uint8 on the level grid",
+)
+
+
 def load_dataset(spec: str, *, num_samples: int | None = None, seed: int = 0) -> Dataset:
     """Load a registered dataset by name, or a dataset from a path.
 
