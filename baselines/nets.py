@@ -103,3 +103,28 @@ class SmallUNet(nn.Module):
         h = nn.functional.interpolate(h, size=h1.shape[-2:], mode="nearest")
         h = self.up1(torch.cat([h, h1], dim=1), emb)
         return self.out(h)
+
+
+class ResNet(nn.Module):
+    """Residual conv blocks at one resolution: x [B, C, H, W] (any H, W), t [B] -> [B, C_out, H, W].
+
+    ``blocks`` time-conditioned residual blocks of ``width`` channels, with no down- or up-sampling,
+    so the cost of a call is proportional to H·W at a fixed width (latent vs pixel space).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, width: int = 64, blocks: int = 4, time_dim: int = 32,
+                 groups: int = 8) -> None:
+        super().__init__()
+        self.time_dim = time_dim
+        emb = 4 * time_dim
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.inp = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.blocks = nn.ModuleList(_ResBlock(width, width, emb, groups) for _ in range(blocks))
+        self.out = nn.Sequential(nn.GroupNorm(groups, width), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1))
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        emb = self.time_mlp(timestep_embedding(t * 1000.0, self.time_dim))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(h)

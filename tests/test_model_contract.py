@@ -40,6 +40,9 @@ VARIANTS = {
     "iaf[image]": ("iaf", {"shape": [1, 8, 8], "hidden": 64}),
     "consistency-ct[image]": ("consistency-ct", {"shape": [1, 28, 28], "base": 8, "batch_size": 8}),
     "consistency-cd[image]": ("consistency-cd", {"shape": [1, 28, 28], "base": 8, "batch_size": 8}),
+    "latent-fm[f=1]": ("latent-fm", {"factor": 1, "ae_steps": 0}),
+    "latent-fm[f=2]": ("latent-fm", {"factor": 2}),
+    "latent-fm[f=7]": ("latent-fm", {"factor": 7}),
 }
 DATASETS = {(2,): "moons", (1, 28, 28): "mnist5k", (1, 8, 8): "digits"}
 NUM_TRAIN = 512  # rows drawn for toy sets (image sets are fixed files)
