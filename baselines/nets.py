@@ -27,22 +27,28 @@ class MLP(nn.Module):
     """x [B, in_dim] (and t [B] if time_dim > 0) -> [B, out_dim]; SiLU hidden layers."""
 
     def __init__(self, in_dim: int, out_dim: int, *, hidden: int = 128, depth: int = 3, time_dim: int = 0,
-                 activation: type[nn.Module] = nn.SiLU) -> None:
+                 activation: type[nn.Module] = nn.SiLU, num_classes: int = 0) -> None:
         super().__init__()
         self.time_dim = time_dim
+        # num_classes > 0: a label y in 0..num_classes (num_classes itself is the null label) enters as a learned embedding
+        self.label_emb = nn.Embedding(num_classes + 1, time_dim) if num_classes else None
         layers: list[nn.Module] = []
-        width = in_dim + time_dim
+        width = in_dim + time_dim + (time_dim if num_classes else 0)
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), activation()]
             width = hidden
         layers.append(nn.Linear(width, out_dim))
         self.body = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | None = None, y: Tensor | None = None) -> Tensor:
         if self.time_dim:
             if t is None:
                 raise ValueError("this MLP was built with time_dim > 0 and needs t")
             x = torch.cat([x, timestep_embedding(t * 1000.0, self.time_dim)], dim=-1)
+        if self.label_emb is not None:
+            if y is None:
+                raise ValueError("this MLP was built with num_classes > 0 and needs labels y")
+            x = torch.cat([x, self.label_emb(y)], dim=-1)
         return self.body(x)
 
 
@@ -71,12 +77,16 @@ class SmallUNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int | None = None, *, base: int = 32,
-                 time_dim: int = 64, groups: int = 8) -> None:
+                 time_dim: int = 64, groups: int = 8, num_classes: int = 0) -> None:
         super().__init__()
         out_channels = out_channels or in_channels
         self.time_dim = time_dim
         emb = 4 * time_dim if time_dim else 0
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, emb), nn.SiLU(), nn.Linear(emb, emb)) if time_dim else None
+        if num_classes and not time_dim:
+            raise ValueError("a class-conditional SmallUNet needs time_dim > 0 (the label joins the time embedding)")
+        # num_classes > 0: label y in 0..num_classes (num_classes = the null label), added to the time embedding
+        self.label_emb = nn.Embedding(num_classes + 1, emb) if num_classes else None
         c1, c2 = base, 2 * base
         self.inp = nn.Conv2d(in_channels, c1, 3, padding=1)
         self.down1 = _ResBlock(c1, c1, emb, groups)
@@ -88,12 +98,16 @@ class SmallUNet(nn.Module):
         self.up1 = _ResBlock(c2 + c1, c1, emb, groups)
         self.out = nn.Sequential(nn.GroupNorm(groups, c1), nn.SiLU(), nn.Conv2d(c1, out_channels, 3, padding=1))
 
-    def forward(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | None = None, y: Tensor | None = None) -> Tensor:
         emb = None
         if self.time_mlp is not None:
             if t is None:
                 raise ValueError("this U-Net was built with time_dim > 0 and needs t")
             emb = self.time_mlp(timestep_embedding(t * 1000.0, self.time_dim))
+        if self.label_emb is not None:
+            if y is None:
+                raise ValueError("this U-Net was built with num_classes > 0 and needs labels y")
+            emb = emb + self.label_emb(y)
         h0 = self.inp(x)
         h1 = self.down1(h0, emb)
         h2 = self.down2(self.pool1(h1), emb)

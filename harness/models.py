@@ -31,7 +31,7 @@ BASELINE_MODULES: tuple[str, ...] = (
     "baselines.ddpm", "baselines.score_sde", "baselines.flow_matching", "baselines.reference_samplers",
     "baselines.autoregressive_flow", "baselines.rbm", "baselines.vqvae", "baselines.score_matching",
     "baselines.ncp_vae", "baselines.interpolant", "baselines.cnf", "baselines.consistency",
-    "baselines.d3pm", "baselines.latent_diffusion",
+    "baselines.d3pm", "baselines.latent_diffusion", "baselines.guidance",
 )
 
 

@@ -43,7 +43,8 @@ class Trainable(Protocol):
 
     Optional attributes: ``ema_decay: float | None`` (the harness keeps an EMA of the weights and
     evaluates / saves it), ``default_batch_size: int``, ``default_steps: int``,
-    ``init_checkpoint: str | None`` (a genbench checkpoint of the same model whose weights are
+    ``uses_labels: bool`` (class-conditional: ``training_step`` also gets ``labels=`` int64 [B], the
+    batch's labels), ``init_checkpoint: str | None`` (a genbench checkpoint of the same model whose weights are
     loaded, strictly, before ``configure_optimizers``: fine-tuning), ``teacher_checkpoint: str | None``
     with ``set_teacher(module)`` (a genbench checkpoint of another model, loaded frozen on the same
     device and handed to the model before training: distillation).
@@ -203,6 +204,12 @@ def train(
     if tuple(data.x.shape[1:]) != spec.shape:
         raise ValueError(f"dataset {cfg.dataset!r} rows have shape {tuple(data.x.shape[1:])} but model "
                          f"{cfg.model!r} expects {spec.shape}; pass a matching model config")
+    labels = None
+    if getattr(model, "uses_labels", False):  # class-conditional: each batch's labels go to training_step(labels=)
+        if data.labels is None:
+            raise ValueError(f"model {cfg.model!r} is class-conditional but dataset {cfg.dataset!r} has no labels; "
+                             "train it on a labelled set (mnist5k, digits, fashion-mnist, 8gaussians, 25gaussians)")
+        labels = torch.as_tensor(data.labels, dtype=torch.int64)
     out = Path(cfg.out)
     history: list[dict[str, float]] = []
 
@@ -228,7 +235,8 @@ def train(
     while step < steps:
         idx = next(batches).numpy()
         batch = data_to_model(data.x[idx], spec).to(cfg.device)
-        losses = model.training_step(batch, step=step, optimizers=optimizers, generator=generator)
+        extra = {"labels": labels[idx].to(cfg.device)} if labels is not None else {}
+        losses = model.training_step(batch, step=step, optimizers=optimizers, generator=generator, **extra)
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         if bad:
             raise FloatingPointError(f"training diverged at step {step}: {bad}; nothing after the last checkpoint was saved")

@@ -5,7 +5,8 @@ listed in ``harness.models.BASELINE_MODULES`` is covered automatically. Per mode
 
 1. build it from ``tiny_config`` (a model with a registered ``teacher`` gets a 3-step teacher
    checkpoint as ``teacher_checkpoint``) and train 3 steps with ``harness.train.train`` on a data set
-   matching its ``data_spec.shape``: (2,) -> ``moons-train``; (1, 28, 28) -> ``mnist5k-train``
+   matching its ``data_spec.shape``: (2,) -> ``moons-train`` (``8gaussians-train``, whose labels are
+   the modes, for a class-conditional model); (1, 28, 28) -> ``mnist5k-train``
    (other shapes are skipped with the reason);
 2. ``sample`` (Sampler) returns ``[n, *shape]`` with dtype float32 (continuous) / int64 (discrete)
    and values in range. "Range" means: discrete -> integers in [0, num_categories); continuous
@@ -41,6 +42,7 @@ VARIANTS = {
     "consistency-ct[image]": ("consistency-ct", {"shape": [1, 28, 28], "base": 8, "batch_size": 8}),
     "consistency-cd[image]": ("consistency-cd", {"shape": [1, 28, 28], "base": 8, "batch_size": 8}),
     "latent-fm[f=1]": ("latent-fm", {"factor": 1, "ae_steps": 0}),
+    "cfg-fm[image]": ("cfg-fm", {"shape": [1, 28, 28], "num_classes": 10}),
     "latent-fm[f=2]": ("latent-fm", {"factor": 2}),
     "latent-fm[f=7]": ("latent-fm", {"factor": 7}),
 }
@@ -84,6 +86,8 @@ def test_model_contract(case, tmp_path):
     tiny_config = {**models.MODELS.get(name).tiny_config, **extra}
     spec = models.build_registered(name, tiny_config).data_spec
     base = DATASETS.get(tuple(spec.shape))
+    if getattr(models.build_registered(name, tiny_config), "uses_labels", False) and base == "moons":
+        base = "8gaussians"  # a class-conditional model needs labels: the mode index of each point
     if base is None:
         pytest.skip(f"no contract data set for shape {spec.shape}; known: {sorted(DATASETS)}")
 

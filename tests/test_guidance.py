@@ -1,0 +1,93 @@
+"""Classifier-free guidance (baselines/guidance.py): the guided field, label dropout, requested labels,
+NFE of both passes, and a seeded run on 8 Gaussians whose labels are the modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from baselines.guidance import GuidedFlowMatching
+from harness.core.nfe import counting
+from harness.core.rng import BatchRNG
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SMALL = {"shape": [2], "num_classes": 8, "hidden": 16, "depth": 2, "time_dim": 8}
+
+
+def test_the_guided_field_and_its_network_calls():
+    torch.manual_seed(0)
+    model = GuidedFlowMatching(**SMALL)
+    x, t, y = torch.randn(5, 2), torch.rand(5), torch.arange(5)
+    cond, uncond = model.net(x, t, y), model.net(x, t, torch.full_like(y, 8))
+    assert torch.allclose(model.guided_velocity(x, t, y, 1.5), 2.5 * cond - 1.5 * uncond)
+    assert torch.equal(model.guided_velocity(x, t, y, 0.0), cond)
+    for w, calls in ((0.0, 3), (2.0, 6)):
+        with counting(model) as count:
+            model.sample(4, BatchRNG(0, range(4)), guidance=w, steps=3)
+        assert count.forward_calls == calls
+    assert model.requested_labels(range(6, 11)).tolist() == [6, 7, 0, 1, 2]
+    with pytest.raises(ValueError, match="guidance must be a finite number >= 0"):
+        model.sample(2, BatchRNG(0, range(2)), guidance=-1.0)
+
+
+def test_label_dropout_replaces_labels_by_the_null_label_at_its_rate():
+    model = GuidedFlowMatching(**SMALL, p_uncond=0.25)
+    seen = []
+
+    class Spy(nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.inner = net
+
+        def forward(self, x, t, y):
+            seen.append(y.clone())
+            return self.inner(x, t, y)
+
+    model.net = Spy(model.net)
+    labels = torch.arange(4000) % 8
+    model.training_step(torch.randn(4000, 2), step=0, optimizers=model.configure_optimizers(),
+                        generator=torch.Generator().manual_seed(0), labels=labels)
+    y = seen[0]
+    dropped = y == 8
+    assert abs(float(dropped.float().mean()) - 0.25) < 0.03  # binomial sd 0.007
+    assert torch.equal(y[~dropped], labels[~dropped])
+    with pytest.raises(ValueError, match="labels must be in 0..7"):
+        model.training_step(torch.randn(4, 2), step=0, optimizers=model.configure_optimizers(),
+                            generator=torch.Generator().manual_seed(0), labels=torch.tensor([0, 1, 2, 9]))
+
+
+def test_training_on_unlabelled_data_is_refused(tmp_path):
+    from harness.train import TrainConfig, train
+
+    with pytest.raises(ValueError, match="class-conditional but dataset 'moons-train' has no labels"):
+        train(TrainConfig(model="cfg-fm", dataset="moons-train", out=str(tmp_path / "m.pt"), steps=2),
+              model_config=SMALL, progress=False)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_seeded_run_on_8_gaussians_puts_samples_in_their_requested_mode(tmp_path):
+    """cfg-fm on 8gaussians (labels = mode index), seed 0, 1500 steps. Measured on 800 samples (100 per
+    requested mode, 20 Euler steps): every sample lands nearest its requested mode at w = 0, 1 and 3
+    (chance: 1/8), and the fraction within 3σ of a mode rises from 0.89 at w = 0 to 1.0 at w = 1 and 3:
+    guidance sharpens the conditional. Thresholds: 95% in the requested mode at w = 0; w = 1 at least
+    0.05 above w = 0 within 3σ, and w = 3 at least 0.95."""
+    from harness.datasets.toys import MIXTURES
+    from harness.runner import ModelEvalConfig, load_model
+    from harness.train import TrainConfig, train
+
+    out = tmp_path / "cfg.pt"
+    train(TrainConfig(model="cfg-fm", dataset="8gaussians-train", out=str(out), steps=1500, seed=0, num_train=5000),
+          model_config={**SMALL, "hidden": 128, "depth": 3, "time_dim": 16, "lr": 2e-3, "lr_schedule": "linear",
+                        "steps": 1500, "batch_size": 256, "p_uncond": 0.2}, progress=False)
+    model = load_model(ModelEvalConfig(dataset="8gaussians-test", checkpoint=str(out))).model
+    centers = MIXTURES["8gaussians"].centers
+    result = {}
+    for w in (0.0, 1.0, 3.0):
+        x = model.sample(800, BatchRNG(0, range(800)), guidance=w).numpy()
+        d = np.sqrt(((x[:, None] - centers[None]) ** 2).sum(-1))
+        hit = d.argmin(1) == np.arange(800) % 8
+        result[w] = (float(hit.mean()), float((d.min(1) < 0.06).mean()))
+    assert result[0.0][0] > 0.95, result
+    assert result[1.0][1] > result[0.0][1] + 0.05 and result[3.0][1] >= 0.95, result
