@@ -1,7 +1,7 @@
 """Every published number in a suite is the number the seed document prints, as it prints it.
 
-The table below was read off the seed documents (seed ids in each row's ``source``: 004#3 Song et
-al. 2021, 004#5 Liu et al. 2023, 004#6 Lipman et al. 2023 Table 1, 004#9 Burda et al. 2016, 004#12
+The table below was read off the seed documents (seed ids in each row's ``source``: 004#2 Song et
+al. 2023 (the consistency-model notes' tables), 004#3 Song et al. 2021, 004#5 Liu et al. 2023, 004#6 Lipman et al. 2023 Table 1, 004#9 Burda et al. 2016, 004#12
 the VAE tutorial's own MNIST runs, its Tables A and B). Burda et al.'s log-likelihoods (−84.78,
 −82.90) are stored as the negative log-likelihood of our NLL column. A suite reference row missing from this table, or
 differing from it by a digit or a trailing zero, fails.
@@ -45,6 +45,15 @@ SEED_VALUES = {
     ('quick', 'FM w/ OT', 'nfe_mean', '142'),
     ('quick', 'VAE, k = 50, 2 stochastic layers', 'iwae_nll_nats', '84.78'),
     ('quick', 'IWAE, k = 50, 2 stochastic layers', 'iwae_nll_nats', '82.90'),
+    ('consistency', 'CD, 1 step', 'fid', '3.55'),
+    ('consistency', 'CD, 1 step', 'nfe_mean', '1'),
+    ('consistency', 'CD, 2 steps', 'fid', '2.93'),
+    ('consistency', 'CD, 2 steps', 'nfe_mean', '2'),
+    ('consistency', 'CT, 1 step', 'fid', '8.70'),
+    ('consistency', 'CT, 1 step', 'nfe_mean', '1'),
+    ('consistency', 'CT, 2 steps', 'fid', '5.83'),
+    ('consistency', 'CT, 2 steps', 'nfe_mean', '2'),
+    ('consistency', 'EDM (full)', 'fid', '2.04'),
     ('rectified-flow-2d', '2-RF + distill, 1 step', 'fid', '4.85'),
     ('rectified-flow-2d', '2-RF + distill, 1 step', 'nfe_mean', '1'),
     ('rectified-flow-2d', 'TDPM, 1 step (GAN-based)', 'fid', '8.91'),
