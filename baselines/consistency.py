@@ -62,6 +62,7 @@ from baselines.nets import MLP, SmallUNet
 from harness.core.entries import ModelEntry, pinned
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
+from harness.core.validate import finite_positive, in_choices, positive_ints, unit_interval
 
 __all__ = ["ConsistencyConfig", "ConsistencyModel", "REGISTRY", "karras_sigmas"]
 
@@ -133,34 +134,22 @@ class ConsistencyConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "value_range", tuple(float(v) for v in self.value_range))
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        in_choices(self, "mode", MODES)
+        in_choices(self, "distance", DISTANCES)
+        in_choices(self, "weighting", WEIGHTINGS)
         if self.mode == "ct" and self.teacher_checkpoint is not None:
             raise ValueError("consistency training (mode='ct') has no teacher; drop teacher_checkpoint or use mode='cd'")
-        for name in ("sigma_min", "sigma_max", "sigma_data", "rho", "lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        finite_positive(self, "sigma_min", "sigma_max", "sigma_data", "rho", "lr")
         if not self.sigma_min < self.sigma_max:
             raise ValueError(f"need sigma_min < sigma_max, got {self.sigma_min!r} and {self.sigma_max!r}")
-        if not 0.0 <= self.target_ema < 1.0:
-            raise ValueError(f"target_ema must be in [0, 1), got {self.target_ema!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) (0: no EMA), got {self.ema_decay!r}")
-        for name in ("hidden", "depth", "base", "time_dim", "batch_size", "steps", "sample_steps", "ct_s0", "ct_s1"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        unit_interval(self, "target_ema")
+        unit_interval(self, "ema_decay", hint=" (0: no EMA)")
+        positive_ints(self, "hidden", "depth", "base", "time_dim", "batch_size", "steps", "sample_steps", "ct_s0", "ct_s1")
         if isinstance(self.num_scales, bool) or not isinstance(self.num_scales, int) or self.num_scales < 2:
             raise ValueError(f"num_scales must be an int >= 2 (the grid's end points), got {self.num_scales!r}")
         if not self.ct_s0 < self.ct_s1:
             raise ValueError(f"need ct_s0 < ct_s1, got {self.ct_s0} and {self.ct_s1}")
-        if self.lr_schedule not in ("constant", "linear"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}")
+        in_choices(self, "lr_schedule", ("constant", "linear"))
         if len(self.shape) not in (1, 3) or any(s < 1 for s in self.shape):
             raise ValueError(f"shape must be (D,) or (C, H, W) with positive sizes, got {self.shape}")
         if len(self.shape) == 3 and (self.shape[1] % 4 or self.shape[2] % 4):

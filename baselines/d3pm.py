@@ -56,6 +56,7 @@ from baselines.nets import SmallUNet
 from harness.core.entries import ModelEntry, pinned
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
+from harness.core.validate import finite_positive, in_choices, positive_ints, unit_interval
 
 __all__ = ["D3PM", "D3PMConfig", "REGISTRY", "transition_matrices"]
 
@@ -145,28 +146,20 @@ class D3PMConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        if self.transition not in TRANSITIONS:
-            raise ValueError(f"transition must be one of {TRANSITIONS}, got {self.transition!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        in_choices(self, "transition", TRANSITIONS)
+        in_choices(self, "schedule", SCHEDULES)
         if isinstance(self.levels, bool) or not isinstance(self.levels, int) or not 2 <= self.levels <= 256:
             raise ValueError(f"levels must be an int in 2..256 (the data's grey levels), got {self.levels!r}")
-        for name in ("num_timesteps", "base", "time_dim", "batch_size", "steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_ints(self, "num_timesteps", "base", "time_dim", "batch_size", "steps")
         if not 0.0 < self.beta_start <= self.beta_end <= 1.0:
             raise ValueError(f"need 0 < beta_start <= beta_end <= 1, got {self.beta_start!r}, {self.beta_end!r}")
-        for name, lo in (("hybrid_lambda", 0.0), ("grad_clip", 0.0), ("ema_decay", 0.0)):
+        for name in ("hybrid_lambda", "grad_clip"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= lo):
-                raise ValueError(f"{name} must be a finite number >= {lo}, got {value!r}")
-        if not self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if self.lr_schedule not in ("constant", "linear"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}")
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        unit_interval(self, "ema_decay", hint=" (0: no EMA)")
+        finite_positive(self, "lr")
+        in_choices(self, "lr_schedule", ("constant", "linear"))
         if len(self.shape) != 3 or any(s < 1 for s in self.shape) or self.shape[1] % 4 or self.shape[2] % 4:
             raise ValueError(f"shape must be (C, H, W) with H and W divisible by 4 (SmallUNet), got {self.shape}")
 

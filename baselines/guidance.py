@@ -30,6 +30,7 @@ from harness.core import ode
 from harness.core.entries import ModelEntry
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
+from harness.core.validate import finite_positive, in_choices, positive_ints, unit_interval
 
 __all__ = ["GuidedFlowConfig", "GuidedFlowMatching", "REGISTRY"]
 
@@ -75,21 +76,13 @@ class GuidedFlowConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "value_range", tuple(float(v) for v in self.value_range))
-        for name in ("num_classes", "hidden", "depth", "base", "time_dim", "batch_size", "steps", "sample_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not 0.0 < self.p_uncond < 1.0:
-            raise ValueError(f"p_uncond must be in (0, 1) (the null label must be trained), got {self.p_uncond!r}")
+        positive_ints(self, "num_classes", "hidden", "depth", "base", "time_dim", "batch_size", "steps", "sample_steps")
+        unit_interval(self, "p_uncond", open_low=True, hint=" (the null label must be trained)")
         _check_guidance(self.guidance)
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if self.lr_schedule not in ("constant", "linear"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        finite_positive(self, "lr")
+        in_choices(self, "lr_schedule", ("constant", "linear"))
+        in_choices(self, "sampler", SAMPLERS)
+        unit_interval(self, "ema_decay", hint=" (0: no EMA)")
         if len(self.shape) not in (1, 3) or any(s < 1 for s in self.shape):
             raise ValueError(f"shape must be (D,) or (C, H, W) with positive sizes, got {self.shape}")
         if len(self.shape) == 3 and (self.shape[1] % 4 or self.shape[2] % 4):

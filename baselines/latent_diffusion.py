@@ -26,7 +26,6 @@ network's calls (Euler N, Heun 2N); the decoder's one call per sample is not an 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +38,7 @@ from harness.core import ode
 from harness.core.entries import ModelEntry
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
+from harness.core.validate import finite_positive, in_choices, positive_ints, unit_interval
 
 __all__ = ["LatentDiffusion", "LatentDiffusionConfig", "REGISTRY"]
 
@@ -89,14 +89,10 @@ class LatentDiffusionConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "value_range", tuple(float(v) for v in self.value_range))
-        if self.factor not in FACTORS:
-            raise ValueError(f"factor must be one of {FACTORS}, got {self.factor!r}")
+        in_choices(self, "factor", FACTORS)
         if len(self.shape) != 3 or any(s < 1 for s in self.shape) or self.shape[1] % self.factor or self.shape[2] % self.factor:
             raise ValueError(f"shape must be (C, H, W) with H and W divisible by factor={self.factor}, got {self.shape}")
-        for name in ("latent_channels", "ae_base", "width", "blocks", "time_dim", "batch_size", "steps", "sample_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_ints(self, "latent_channels", "ae_base", "width", "blocks", "time_dim", "batch_size", "steps", "sample_steps")
         if isinstance(self.ae_steps, bool) or not isinstance(self.ae_steps, int) or self.ae_steps < 0:
             raise ValueError(f"ae_steps must be an int >= 0, got {self.ae_steps!r}")
         if self.factor == 1 and self.ae_steps:
@@ -104,16 +100,10 @@ class LatentDiffusionConfig:
         if self.factor > 1 and not 0 < self.ae_steps < self.steps:
             raise ValueError(f"factor={self.factor} needs 0 < ae_steps < steps (an autoencoder phase, then the flow), "
                              f"got ae_steps={self.ae_steps}, steps={self.steps}")
-        for name in ("kl_weight", "lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if self.lr_schedule not in ("constant", "linear"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        finite_positive(self, "kl_weight", "lr")
+        in_choices(self, "lr_schedule", ("constant", "linear"))
+        in_choices(self, "sampler", SAMPLERS)
+        unit_interval(self, "ema_decay", hint=" (0: no EMA)")
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
