@@ -262,7 +262,8 @@ def feature_inputs(fake: FeatureSet, real: FeatureSet, extractor: FeatureExtract
         seed=seed, fake_features=fake.features, real_features=real.features,
         fake_stats=(fake.stats.mean, fake.stats.cov) if fake.stats is not None else None,
         real_stats=(real.stats.mean, real.stats.cov) if real.stats is not None else None,
-        fake_logits=fake.logits, feature_extractor=extractor.name, feature_dim=extractor.feature_dim,
+        fake_logits=fake.logits, fake_labels=samples.labels if samples is not None else None,
+        feature_extractor=extractor.name, feature_dim=extractor.feature_dim,
         samples=samples.x if samples is not None and samples.kind == "tabular" else None,
         mixture=reference.meta.mixture if reference is not None else None,
         log_density=reference.meta.log_density if reference is not None else None,
@@ -330,7 +331,8 @@ def _score_against_file(cfg: SampleEvalConfig, samples: Dataset, ref: ReferenceS
         # a file that does not record its rows does not bind the per-set minimum; the entries' n_reference
         # are set to None below
         real_n=ref.rows if ref.rows is not None else len(samples),
-        fake_logits=fake.logits, feature_extractor=extractor.name, feature_dim=extractor.feature_dim,
+        fake_logits=fake.logits, fake_labels=samples.labels if samples is not None else None,
+        feature_extractor=extractor.name, feature_dim=extractor.feature_dim,
         samples=samples.x if samples.kind == "tabular" else None,
         train_features=train_features.features if train_features is not None else None, device=cfg.device,
     )

@@ -332,7 +332,9 @@ def evaluate_model(cfg: ModelEvalConfig, *, progress: bool = True, argv: list[st
             on_samples(samples)
         if sample_run:
             kind = "image" if samples.dim() == 4 else "tabular"
-            sample_set = Dataset(name="model samples", x=samples.numpy(), labels=None, kind=kind, source=loaded.description["name"])
+            requested = getattr(model, "requested_labels", None)  # a class-conditional model: what each sample was asked to be
+            labels = None if requested is None else requested(range(len(samples))).numpy()
+            sample_set = Dataset(name="model samples", x=samples.numpy(), labels=labels, kind=kind, source=loaded.description["name"])
             sample_cfg = SampleEvalConfig(
                 samples="model", reference=cfg.reference or cfg.dataset, metrics=tuple(m.name for m in sample_run),
                 feature_extractor=cfg.feature_extractor, inception_weights=cfg.inception_weights, resize=cfg.resize,

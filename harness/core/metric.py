@@ -35,6 +35,7 @@ NEEDS: dict[str, str] = {
     "mixture": "a reference set with known mixture components (DatasetMeta.mixture)",
     "density": "a reference set whose exact log density is known (DatasetMeta.log_density)",
     "train": "features of the model's training set (eval-samples --train)",
+    "labels": "the class each generated row was requested as (a class-conditional model records it)",
     "model:Sampler": "a model implementing Sampler",
     "model:LogLikelihood": "a model implementing LogLikelihood (an exact log_prob)",
     "model:LogLikelihood|ProbabilityFlow": "a model implementing LogLikelihood or ProbabilityFlow",
@@ -48,7 +49,7 @@ NEEDS: dict[str, str] = {
 }
 """Every need a metric may declare, with the words the planner uses when it is missing."""
 
-SAMPLE_NEEDS = frozenset({"features", "logits", "samples", "mixture", "density", "train"})
+SAMPLE_NEEDS = frozenset({"features", "logits", "samples", "mixture", "density", "train", "labels"})
 """Needs met by two sample sets alone (``genbench eval-samples``)."""
 
 ENTRY_MEASURED = frozenset({"value", "value_reason", "uncertainty", "stderr", "block_means"})
@@ -162,6 +163,7 @@ class MetricInputs:
             statistics file (``harness.reference_stats``) has ``real_stats`` and no ``real_features``.
         real_n: the rows behind ``real_stats`` when ``real_features`` is None (``n_real`` reads it).
         fake_logits: float32 [n, K] class logits of the generated set, or None.
+        fake_labels: int64 [n] the class each generated row was requested as, or None.
         samples: the generated rows [n, D] in data space (tabular data), or None.
         mixture: the reference set's mixture components (``GaussianMixture``), or None.
         log_density: the reference distribution's exact log density in nats, float64 [N] of rows
@@ -186,6 +188,7 @@ class MetricInputs:
     real_stats: tuple[np.ndarray, np.ndarray] | None = None
     real_n: int | None = None
     fake_logits: np.ndarray | None = None
+    fake_labels: np.ndarray | None = None
     samples: np.ndarray | None = None
     mixture: Any = None
     log_density: Callable[[np.ndarray], np.ndarray] | None = None
@@ -216,7 +219,7 @@ class MetricInputs:
         pick = (lambda a: None if a is None else a[rows])  # noqa: E731
         return replace(
             self, seed=seed, fake_features=pick(self.fake_features), fake_logits=pick(self.fake_logits),
-            samples=pick(self.samples), fake_stats=None, real_stats=None,
+            fake_labels=pick(self.fake_labels), samples=pick(self.samples), fake_stats=None, real_stats=None,
             real_features=None if self.real_features is None else self.real_features[ref_rows],
         )
 
