@@ -58,10 +58,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from baselines.nets import MLP, SmallUNet
+from baselines.nets import check_field_shape, field_net
 from harness.core.entries import ModelEntry, pinned
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
+from harness.core.schedule import linear_decay
 from harness.core.validate import finite_positive, in_choices, positive_ints, unit_interval
 
 __all__ = ["ConsistencyConfig", "ConsistencyModel", "REGISTRY", "karras_sigmas"]
@@ -150,10 +151,7 @@ class ConsistencyConfig:
         if not self.ct_s0 < self.ct_s1:
             raise ValueError(f"need ct_s0 < ct_s1, got {self.ct_s0} and {self.ct_s1}")
         in_choices(self, "lr_schedule", ("constant", "linear"))
-        if len(self.shape) not in (1, 3) or any(s < 1 for s in self.shape):
-            raise ValueError(f"shape must be (D,) or (C, H, W) with positive sizes, got {self.shape}")
-        if len(self.shape) == 3 and (self.shape[1] % 4 or self.shape[2] % 4):
-            raise ValueError(f"image shape {self.shape}: H and W must be divisible by 4 (SmallUNet)")
+        check_field_shape(self.shape)
         if len(self.value_range) != 2 or not self.value_range[1] > self.value_range[0]:
             raise ValueError(f"value_range must be (lo, hi) with lo < hi, got {self.value_range}")
 
@@ -169,13 +167,8 @@ class ConsistencyModel(nn.Module):
         super().__init__()
         config = ConsistencyConfig(**kwargs)
         self.config = config
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            if len(config.shape) == 1:
-                self.net: nn.Module = MLP(config.shape[0], config.shape[0], hidden=config.hidden, depth=config.depth,
-                                          time_dim=config.time_dim)
-            else:
-                self.net = SmallUNet(config.shape[0], config.shape[0], base=config.base, time_dim=config.time_dim)
+        self.net: nn.Module = field_net(config.shape, hidden=config.hidden, depth=config.depth, base=config.base,
+                                        time_dim=config.time_dim, seed=config.seed)
         self.target_net = copy.deepcopy(self.net).requires_grad_(False)
         self.data_spec = DataSpec(config.shape, "continuous", config.value_range)
         self.default_steps = config.steps
@@ -293,8 +286,7 @@ class ConsistencyModel(nn.Module):
         (opt,) = optimizers
         c = self.config
         if c.lr_schedule == "linear":
-            for group in opt.param_groups:
-                group["lr"] = c.lr * max(0.0, 1.0 - step / c.steps)
+            linear_decay(opt, c.lr, step, 0, c.steps)
         num_scales, mu = self.ct_schedule(step)
         x = batch.to(torch.float32)
         z = torch.randn(x.shape, generator=generator).to(x.device)

@@ -56,7 +56,8 @@ from baselines.nets import SmallUNet
 from harness.core.entries import ModelEntry, pinned
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
-from harness.core.validate import finite_positive, in_choices, positive_ints, unit_interval
+from harness.core.schedule import linear_decay
+from harness.core.validate import chain_bound_call, finite_positive, in_choices, positive_ints, unit_interval
 
 __all__ = ["D3PM", "D3PMConfig", "REGISTRY", "transition_matrices"]
 
@@ -282,8 +283,7 @@ class D3PM(nn.Module):
         (opt,) = optimizers
         c = self.config
         if c.lr_schedule == "linear":
-            for group in opt.param_groups:
-                group["lr"] = c.lr * max(0.0, 1.0 - step / c.steps)
+            linear_decay(opt, c.lr, step, 0, c.steps)
         x0 = batch.to(torch.int64)
         t = torch.randint(1, self.T + 1, (x0.shape[0],), generator=generator).to(x0.device)
         u = torch.rand(x0.shape, generator=generator).to(x0.device)
@@ -307,13 +307,7 @@ class D3PM(nn.Module):
         example's bound is the same in any batch), or from ``generator`` (the global RNG when None).
         ``num_importance > 1`` raises NotImplementedError.
         """
-        if num_importance != 1:
-            raise NotImplementedError(f"D3PM.elbo supports num_importance=1 only (got {num_importance}): the "
-                                      "importance-weighted bound over the T-step chain is not implemented")
-        if rng is not None and generator is not None:
-            raise ValueError("give elbo either rng or generator, not both")
-        if rng is not None and len(rng) != x.shape[0]:
-            raise ValueError(f"rng covers {len(rng)} examples but the batch has {x.shape[0]}")
+        chain_bound_call("D3PM", x.shape[0], num_importance, rng, generator)
         x0 = x.to(self.q_bar.device).to(torch.int64)
         b = x0.shape[0]
         total = self.prior_kl(x0).flatten(1).sum(-1)

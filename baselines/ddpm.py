@@ -36,6 +36,7 @@ from baselines.nets import MLP, SmallUNet
 from harness.core.entries import ModelEntry
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
+from harness.core.validate import chain_bound_call
 
 __all__ = ["DDPM", "DDPMConfig", "REGISTRY", "StepNoise", "ddim_step", "linear_betas"]
 
@@ -316,13 +317,7 @@ class DDPM(nn.Module):
         ``num_importance > 1`` raises NotImplementedError: a diffusion IWAE bound over the whole
         chain is not provided.
         """
-        if num_importance != 1:
-            raise NotImplementedError(f"DDPM.elbo supports num_importance=1 only (got {num_importance}): the "
-                                      "importance-weighted bound over the T-step chain is not implemented")
-        if rng is not None and generator is not None:
-            raise ValueError("give elbo either rng or generator, not both")
-        if rng is not None and len(rng) != x.shape[0]:
-            raise ValueError(f"rng covers {len(rng)} examples but the batch has {x.shape[0]}")
+        chain_bound_call("DDPM", x.shape[0], num_importance, rng, generator)
         x0 = x.to(self.alphas_bar.device)
         x0 = x0 if x0.is_floating_point() else x0.float()
         b = x0.shape[0]

@@ -63,11 +63,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from baselines.nets import MLP, SmallUNet
+from baselines.nets import check_field_shape, field_net
 from harness.core import ode
 from harness.core.entries import ModelEntry
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
+from harness.core.schedule import linear_decay
 
 __all__ = ["FlowMatching", "FlowMatchingConfig", "REGISTRY", "RectifiedFlow", "copy_model", "fm_vp", "load_couplings",
            "reflow_couplings", "save_couplings", "train_reflow"]
@@ -156,10 +157,7 @@ class FlowMatchingConfig:
                 raise ValueError(f"need 0 < beta_min < beta_max, got beta_min={self.beta_min!r}, beta_max={self.beta_max!r}")
         elif self.t_eps != 0.0:
             raise ValueError(f"t_eps applies to the vp path only; the ot path needs t_eps=0, got {self.t_eps!r}")
-        if len(self.shape) not in (1, 3) or any(s < 1 for s in self.shape):
-            raise ValueError(f"shape must be (D,) or (C, H, W) with positive sizes, got {self.shape}")
-        if len(self.shape) == 3 and (self.shape[1] % 4 or self.shape[2] % 4):
-            raise ValueError(f"image shape {self.shape}: H and W must be divisible by 4 (SmallUNet)")
+        check_field_shape(self.shape)
         for name in ("hidden", "depth", "base", "time_dim", "batch_size", "steps", "sample_steps", "max_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -201,12 +199,8 @@ class FlowMatching(nn.Module):
         self.config = config
         self.init_checkpoint = config.init_checkpoint  # loaded by the training loop (harness.train)
         shape = config.shape
-        with torch.random.fork_rng(devices=[]):  # seeded init; the caller's global RNG state is restored
-            torch.manual_seed(config.seed)
-            if len(shape) == 1:
-                self.net: nn.Module = MLP(shape[0], shape[0], hidden=config.hidden, depth=config.depth, time_dim=config.time_dim)
-            else:
-                self.net = SmallUNet(shape[0], shape[0], base=config.base, time_dim=config.time_dim)
+        self.net: nn.Module = field_net(shape, hidden=config.hidden, depth=config.depth, base=config.base,
+                                        time_dim=config.time_dim, seed=config.seed)
         self.data_spec = DataSpec(shape, "continuous", config.value_range)
         self.t_span = (config.t_max, 0.0)
         self.default_steps = config.steps
@@ -292,8 +286,7 @@ class FlowMatching(nn.Module):
     def schedule_lr(self, opt: torch.optim.Optimizer, step: int) -> None:
         """Set ``opt``'s learning rate for ``step``: ``lr``, or with ``lr_schedule="linear"`` lr · (1 − step/steps)."""
         if self.config.lr_schedule == "linear":
-            for group in opt.param_groups:
-                group["lr"] = self.config.lr * max(0.0, 1.0 - step / self.config.steps)
+            linear_decay(opt, self.config.lr, step, 0, self.config.steps)
 
     def pair_step(self, opt: torch.optim.Optimizer, x0: Tensor, x1: Tensor, generator: torch.Generator, *,
                   distill: bool = False) -> float:

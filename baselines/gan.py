@@ -55,6 +55,7 @@ from baselines.nets import MLP
 from harness.core.entries import ModelEntry
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
+from harness.core.schedule import linear_decay
 
 __all__ = [
     "GAN",
@@ -447,10 +448,8 @@ class GAN(nn.Module):
         cfg = self.config
         opt_d, opt_g = optimizers
         if cfg.lr_schedule == "linear":
-            frac = max(0.0, 1.0 - step / cfg.steps)
             for opt, lr in ((opt_d, cfg.lr_d), (opt_g, cfg.lr_g)):
-                for group in opt.param_groups:
-                    group["lr"] = lr * frac
+                linear_decay(opt, lr, step, 0, cfg.steps)
         chunks = torch.chunk(batch, cfg.n_critic)
         self.critic.requires_grad_(True)
         logs: dict[str, float] = {}

@@ -25,11 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from baselines.nets import MLP, SmallUNet
+from baselines.nets import check_field_shape, field_net
 from harness.core import ode
 from harness.core.entries import ModelEntry
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
+from harness.core.schedule import linear_decay
 from harness.core.validate import finite_positive, in_choices, positive_ints, unit_interval
 
 __all__ = ["GuidedFlowConfig", "GuidedFlowMatching", "REGISTRY"]
@@ -83,10 +84,7 @@ class GuidedFlowConfig:
         in_choices(self, "lr_schedule", ("constant", "linear"))
         in_choices(self, "sampler", SAMPLERS)
         unit_interval(self, "ema_decay", hint=" (0: no EMA)")
-        if len(self.shape) not in (1, 3) or any(s < 1 for s in self.shape):
-            raise ValueError(f"shape must be (D,) or (C, H, W) with positive sizes, got {self.shape}")
-        if len(self.shape) == 3 and (self.shape[1] % 4 or self.shape[2] % 4):
-            raise ValueError(f"image shape {self.shape}: H and W must be divisible by 4 (SmallUNet)")
+        check_field_shape(self.shape)
 
 
 def _check_guidance(w: Any) -> float:
@@ -104,13 +102,8 @@ class GuidedFlowMatching(nn.Module):
         super().__init__()
         c = GuidedFlowConfig(**kwargs)
         self.config = c
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.seed)
-            if len(c.shape) == 1:
-                self.net: nn.Module = MLP(c.shape[0], c.shape[0], hidden=c.hidden, depth=c.depth, time_dim=c.time_dim,
-                                          num_classes=c.num_classes)
-            else:
-                self.net = SmallUNet(c.shape[0], c.shape[0], base=c.base, time_dim=c.time_dim, num_classes=c.num_classes)
+        self.net: nn.Module = field_net(c.shape, hidden=c.hidden, depth=c.depth, base=c.base, time_dim=c.time_dim,
+                                        seed=c.seed, num_classes=c.num_classes)
         self.data_spec = DataSpec(c.shape, "continuous", c.value_range)
         self.default_steps, self.default_batch_size = c.steps, c.batch_size
 
@@ -135,8 +128,7 @@ class GuidedFlowMatching(nn.Module):
         (opt,) = optimizers
         c = self.config
         if c.lr_schedule == "linear":
-            for group in opt.param_groups:
-                group["lr"] = c.lr * max(0.0, 1.0 - step / c.steps)
+            linear_decay(opt, c.lr, step, 0, c.steps)
         if int(labels.min()) < 0 or int(labels.max()) >= c.num_classes:
             raise ValueError(f"labels must be in 0..{c.num_classes - 1} (num_classes={c.num_classes}), got "
                              f"{int(labels.min())}..{int(labels.max())}")

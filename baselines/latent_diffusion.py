@@ -38,6 +38,7 @@ from harness.core import ode
 from harness.core.entries import ModelEntry
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
+from harness.core.schedule import linear_decay
 from harness.core.validate import finite_positive, in_choices, positive_ints, unit_interval
 
 __all__ = ["LatentDiffusion", "LatentDiffusionConfig", "REGISTRY"]
@@ -220,8 +221,7 @@ class LatentDiffusion(nn.Module):
             return {"ae_loss": float(loss.detach()), "mse": float(mse.detach()), "kl": float(kl.detach()), "phase": 1.0}
         opt = optimizers[-1]
         if c.lr_schedule == "linear":
-            for group in opt.param_groups:
-                group["lr"] = c.lr * max(0.0, 1.0 - (step - c.ae_steps) / (c.steps - c.ae_steps))
+            linear_decay(opt, c.lr, step, c.ae_steps, c.steps)
         if self.encoder is not None and not self.latent_scale > 0:
             with torch.no_grad():
                 scale = torch.tensor(float(self.encoder(x)[0].std()), dtype=torch.float64)

@@ -14,6 +14,27 @@ import torch
 from torch import Tensor, nn
 
 
+def check_field_shape(shape: tuple[int, ...]) -> None:
+    """Raise ValueError unless ``shape`` is (D,) (an ``MLP``) or (C, H, W) with H, W divisible by 4 (the ``SmallUNet``)."""
+    if len(shape) not in (1, 3) or any(s < 1 for s in shape):
+        raise ValueError(f"shape must be (D,) or (C, H, W) with positive sizes, got {shape}")
+    if len(shape) == 3 and (shape[1] % 4 or shape[2] % 4):
+        raise ValueError(f"image shape {shape}: H and W must be divisible by 4 (SmallUNet)")
+
+
+def field_net(shape: tuple[int, ...], *, hidden: int, depth: int, base: int, time_dim: int, seed: int,
+              num_classes: int = 0) -> nn.Module:
+    """The time-conditioned network of a field on ``shape`` (a velocity, a consistency function), its
+    weights drawn from ``seed`` with the caller's global RNG state restored: an ``MLP`` of ``depth`` x
+    ``hidden`` for (D,) rows, a ``SmallUNet`` of ``base`` channels for (C, H, W) images; ``num_classes``
+    > 0 adds a label input (with a null label)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if len(shape) == 1:
+            return MLP(shape[0], shape[0], hidden=hidden, depth=depth, time_dim=time_dim, num_classes=num_classes)
+        return SmallUNet(shape[0], shape[0], base=base, time_dim=time_dim, num_classes=num_classes)
+
+
 def timestep_embedding(t: Tensor, dim: int, *, max_period: float = 10_000.0) -> Tensor:
     """Sinusoidal embedding of t [B] (any real scale; we pass t*1000 for t in [0,1]) -> [B, dim]."""
     half = dim // 2

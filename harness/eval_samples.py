@@ -331,7 +331,7 @@ def _score_against_file(cfg: SampleEvalConfig, samples: Dataset, ref: ReferenceS
         # a file that does not record its rows does not bind the per-set minimum; the entries' n_reference
         # are set to None below
         real_n=ref.rows if ref.rows is not None else len(samples),
-        fake_logits=fake.logits, fake_labels=samples.labels if samples is not None else None,
+        fake_logits=fake.logits, fake_labels=samples.labels,
         feature_extractor=extractor.name, feature_dim=extractor.feature_dim,
         samples=samples.x if samples.kind == "tabular" else None,
         train_features=train_features.features if train_features is not None else None, device=cfg.device,

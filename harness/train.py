@@ -129,18 +129,12 @@ class _Batches:
 
 def _load_teacher(path: str, device: str) -> nn.Module:
     """The frozen model of the genbench checkpoint ``path`` on ``device`` (a distillation teacher)."""
-    from harness.models import build_registered
+    from harness.runner import ModelEvalConfig, load_model
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"teacher_checkpoint {path} does not exist; train the teacher first "
                                 "(genbench train fm-ot ... --out FLOW.pt) and pass --model-arg teacher_checkpoint=FLOW.pt")
-    ckpt = load_checkpoint(path)
-    teacher = build_registered(ckpt.model_name, ckpt.config)
-    try:
-        teacher.load_state_dict(ckpt.state_dict, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"teacher_checkpoint {path} does not fit model {ckpt.model_name!r}: {err}") from None
-    return teacher.to(device).eval().requires_grad_(False)
+    return load_model(ModelEvalConfig(dataset="-", checkpoint=path, device=device)).model.requires_grad_(False)
 
 
 def train(

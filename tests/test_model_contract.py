@@ -84,9 +84,10 @@ def test_model_contract(case, tmp_path):
 
     name, extra = VARIANTS.get(case, (case, {}))
     tiny_config = {**models.MODELS.get(name).tiny_config, **extra}
-    spec = models.build_registered(name, tiny_config).data_spec
+    built = models.build_registered(name, tiny_config)
+    spec = built.data_spec
     base = DATASETS.get(tuple(spec.shape))
-    if getattr(models.build_registered(name, tiny_config), "uses_labels", False) and base == "moons":
+    if getattr(built, "uses_labels", False) and base == "moons":
         base = "8gaussians"  # a class-conditional model needs labels: the mode index of each point
     if base is None:
         pytest.skip(f"no contract data set for shape {spec.shape}; known: {sorted(DATASETS)}")

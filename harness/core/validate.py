@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["finite_positive", "in_choices", "positive_ints", "unit_interval"]
+__all__ = ["chain_bound_call", "finite_positive", "in_choices", "positive_ints", "unit_interval"]
 
 
 def positive_ints(config: Any, *names: str) -> None:
@@ -39,3 +39,15 @@ def in_choices(config: Any, name: str, choices: tuple[Any, ...]) -> None:
     value = getattr(config, name)
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def chain_bound_call(owner: str, batch: int, num_importance: int, rng: Any, generator: Any) -> None:
+    """The arguments of a diffusion chain's ``elbo`` (its T-term bound has no importance-weighted form):
+    ``num_importance`` must be 1, ``rng`` and ``generator`` are exclusive, and ``rng`` covers the batch."""
+    if num_importance != 1:
+        raise NotImplementedError(f"{owner}.elbo supports num_importance=1 only (got {num_importance}): the "
+                                  "importance-weighted bound over the T-step chain is not implemented")
+    if rng is not None and generator is not None:
+        raise ValueError("give elbo either rng or generator, not both")
+    if rng is not None and len(rng) != batch:
+        raise ValueError(f"rng covers {len(rng)} examples but the batch has {batch}")
