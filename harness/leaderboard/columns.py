@@ -13,6 +13,8 @@ derived quantities below, each computed from fields the record already holds:
 * ``recon_nats`` — the reconstruction term −E_q log p(x|z) = −ELBO − KL, in nats per example;
 * ``bpd_nfe`` — network evaluations per example of the adaptive PF-ODE solve behind ``bpd``
   (Lipman et al. 2023 count NFE of the dopri5 solver);
+* ``guidance_scale`` — the guidance scale w a guided sampler was evaluated at (the evaluation's
+  ``sample_options`` value ``guidance``; :mod:`baselines.guidance`): a setting, not a measurement;
 * ``train_wall_time_s`` — wall time of training the row's model (0 for an untrained model);
   ``train_step_ms`` — that wall time per training step, in milliseconds (what one step of the
   row's objective costs, data batching and checkpoints included);
@@ -56,6 +58,7 @@ DERIVED: tuple[tuple[Column, str | None], ...] = (
     (Column("kl_per_dim", "KL per dim", None, "nats"), "iwae_bpd"),
     (Column("recon_nats", "recon.", False, "nats"), "iwae_bpd"),
     (Column("bpd_nfe", "NFE of the bpd ODE solve", False, bounds=(0.0, math.inf)), "nfe_mean"),
+    (Column("guidance_scale", "guidance w", None, bounds=(0.0, math.inf)), "nfe_mean"),
     (Column("parameters", "params", None, bounds=(0.0, math.inf), cost=True), None),
     (Column("train_wall_time_s", "train time", None, "s", bounds=(0.0, math.inf), cost=True), None),
     (Column("train_step_ms", "train step", None, "ms", bounds=(0.0, math.inf), cost=True), None),
@@ -153,6 +156,9 @@ def column_value(record: dict[str, Any], key: str) -> tuple[float, float | None]
     if key == "parameters":
         p = record.get("model", {}).get("parameters")
         return None if p is None else (float(p), None)
+    if key == "guidance_scale":
+        w = dict(record.get("config", {}).get("sample_options") or ()).get("guidance")
+        return None if w is None else (float(w), None)
     if key == "train_wall_time_s":
         t = record.get("leaderboard", {}).get("train", {}).get("wall_time_s")
         return None if t is None else (float(t), None)

@@ -370,7 +370,8 @@ def _figures(res: SuiteResults, results_dir: Path, img_dir: Path) -> tuple[tuple
     cols = set(s.columns)
     plots = [(x, y, f"{COLUMNS[y].label} vs {COLUMNS[x].label}") for x, y in
              (("nfe_mean", "fid"), ("nfe_mean", "mmd2"), ("nfe_mean", "sw2"), ("recall", "precision"), ("bpd_nfe", "bpd"),
-              ("straightness", "fid"), ("straightness", "mmd2"))
+              ("straightness", "fid"), ("straightness", "mmd2"), ("guidance_scale", "fid"), ("guidance_scale", "precision"),
+              ("guidance_scale", "recall"), ("guidance_scale", "class_accuracy"))
              if x in cols and y in cols and sum(x in e and y in e for e in res.estimates.values()) >= 2]
     for x, y, title in plots:
         fig, ax = plt.subplots(figsize=(5, 3.6))
