@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.d3pm import D3PM, TRANSITIONS, betas
+from baselines.d3pm import D3PM, TRANSITIONS, betas, transition_matrices
 from harness.core.levels import levels_to_pixels, pixels_to_levels
 from harness.core.nfe import counting
 from harness.core.rng import BatchRNG
@@ -37,6 +37,41 @@ def test_transition_matrices_are_stochastic_and_reach_the_stationary_distributio
         assert torch.allclose(bar[-1][:, -1], torch.ones(6, dtype=torch.float64), atol=1e-12)  # jsd schedule: β_T = 1 masks all
 
 
+@pytest.mark.parametrize("transition", TRANSITIONS)
+def test_forward_marginals_are_the_closed_forms_and_what_the_chain_reaches(transition):
+    """q(x_t | x_0) = row x_0 of Q̄_t = Q_1 ⋯ Q_t, checked three ways that do not use the model's product:
+    the closed forms of Austin et al. 2021, App. A.2.1 (uniform: ᾱ_t I + (1 − ᾱ_t) 11ᵀ/K) and A.2.2
+    (absorbing: ᾱ_t I + (1 − ᾱ_t) 1 e_mᵀ), with ᾱ_t = Π_s (1 − β_s); the matrix power Q^t of a constant-β
+    chain (every kind); and 40,000 simulated chains from each x_0 (within 4 sigma of a binomial frequency)."""
+    model = D3PM(transition=transition, levels=3, num_timesteps=8, **SMALL)
+    K, S = 3, model.S
+    beta = betas({"uniform": "cosine", "absorbing": "jsd", "gaussian": "linear"}[transition], 8)
+    abar = torch.cumprod(1 - beta, 0)
+    for t in range(1, 9):
+        x0 = torch.arange(K)
+        got = model.q_probs(x0, torch.full((K,), t))
+        if transition == "uniform":
+            assert torch.allclose(got, abar[t - 1] * torch.eye(K, dtype=torch.float64) + (1 - abar[t - 1]) / K, atol=1e-12)
+        if transition == "absorbing":
+            want = torch.zeros(K, S, dtype=torch.float64)
+            want[:, :K] = abar[t - 1] * torch.eye(K, dtype=torch.float64)
+            want[:, K] = 1 - abar[t - 1]
+            assert torch.allclose(got, want, atol=1e-12)
+    constant = D3PM(transition=transition, levels=K, num_timesteps=5, schedule="linear", beta_start=0.3, beta_end=0.3, **SMALL)
+    q = transition_matrices(transition, K, torch.full((1,), 0.3, dtype=torch.float64))[0]
+    for t in range(1, 6):
+        assert torch.allclose(constant.q_bar[t], torch.linalg.matrix_power(q, t), atol=1e-12)
+    gen = torch.Generator().manual_seed(0)
+    n, t = 40_000, 5
+    for start in range(K):
+        x = torch.full((n,), start)
+        for step in range(1, t + 1):
+            x = torch.multinomial(model.q_onestep[step][x].float(), 1, generator=gen).squeeze(1)
+        freq = torch.bincount(x, minlength=S).double() / n
+        p = model.q_probs(torch.tensor([start]), torch.tensor([t]))[0]
+        assert ((freq - p).abs() <= 4 * (p * (1 - p) / n).sqrt() + 1e-9).all(), (transition, start, freq, p)
+
+
 def test_schedules():
     cos = betas("cosine", 10)
     abar = torch.cumprod(1 - cos, 0)
@@ -48,12 +83,14 @@ def test_schedules():
     assert torch.allclose(betas("linear", 3, 0.1, 0.5), torch.tensor([0.1, 0.3, 0.5], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("levels", [3, 4])
 @pytest.mark.parametrize("transition", TRANSITIONS)
-def test_the_posterior_is_bayes_rule_on_the_matrices(transition):
-    model = D3PM(transition=transition, levels=4, num_timesteps=6, **SMALL)
+def test_the_posterior_is_bayes_rule_on_the_matrices(transition, levels):
+    """q(x_{t−1} | x_t, x_0) ∝ q(x_t | x_{t−1}) q(x_{t−1} | x_0), enumerated over every (x_0, x_t) pair."""
+    model = D3PM(transition=transition, levels=levels, num_timesteps=6, **SMALL)
     S = model.S
-    x0 = torch.arange(4).repeat_interleave(S)
-    xt = torch.arange(S).repeat(4)
+    x0 = torch.arange(levels).repeat_interleave(S)
+    xt = torch.arange(S).repeat(levels)
     for step in (2, 4, 6):
         t = torch.full((len(x0),), step)
         got = model.true_posterior(x0, xt, t)
@@ -63,6 +100,7 @@ def test_the_posterior_is_bayes_rule_on_the_matrices(transition):
                 continue  # x_t impossible from x_0
             bayes = q_t[:, xt[i]] * bar_prev[x0[i]] / bar_t[x0[i], xt[i]]
             assert torch.allclose(got[i], bayes, atol=1e-12)
+            assert abs(float(got[i].sum()) - 1.0) < 1e-12
 
 
 @pytest.mark.parametrize("transition", TRANSITIONS)

@@ -348,6 +348,9 @@ def test_derived_columns_from_a_record():
     assert column_value(record, "recon_nats")[0] == pytest.approx(0.2 * nats - 4.05)
     assert column_value(record, "parameters") == (7.0, None)
     assert column_value(record, "bpd_nll_nats") is None and column_value(record, "fid") is None
+    assert column_value(record, "guidance_scale") is None  # no guided sampling recorded
+    guided = {**record, "config": {"sample_options": [["guidance", 1.5], ["other", 3]]}}
+    assert column_value(guided, "guidance_scale") == (1.5, None)
 
 
 def test_single_seed_rows_on_the_same_examples_are_paired_by_block_means():
