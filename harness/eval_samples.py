@@ -263,12 +263,20 @@ def feature_inputs(fake: FeatureSet, real: FeatureSet, extractor: FeatureExtract
         fake_stats=(fake.stats.mean, fake.stats.cov) if fake.stats is not None else None,
         real_stats=(real.stats.mean, real.stats.cov) if real.stats is not None else None,
         fake_logits=fake.logits, fake_labels=samples.labels if samples is not None else None,
+        real_labels=_labels_of(reference, real.features),
         feature_extractor=extractor.name, feature_dim=extractor.feature_dim,
         samples=samples.x if samples is not None and samples.kind == "tabular" else None,
         mixture=reference.meta.mixture if reference is not None else None,
         log_density=reference.meta.log_density if reference is not None else None,
         train_features=train.features if train is not None else None, device=device,
     )
+
+
+def _labels_of(reference: Dataset | None, features: np.ndarray | None) -> np.ndarray | None:
+    """The reference rows' labels when they are the rows behind ``features``, else None."""
+    if reference is None or reference.labels is None or features is None or len(reference.labels) != len(features):
+        return None
+    return np.asarray(reference.labels, dtype=np.int64)
 
 
 def describe_dataset(data: Dataset, spec: str, selection: dict[str, Any]) -> dict[str, Any]:

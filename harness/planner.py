@@ -118,6 +118,8 @@ def data_need_missing(metric: Metric, inputs: MetricInputs) -> str | None:
             return f"feature extractor {inputs.feature_extractor!r} has no class logits"
         if need == "labels" and inputs.fake_labels is None:
             return "the generated set has no requested labels (only a class-conditional model records them)"
+        if need == "real_labels" and inputs.real_labels is None:
+            return "the reference set has no class labels (use a labelled data set such as mnist5k-test)"
         if need == "samples" and inputs.samples is None:
             return "the generated set is not tabular rows"
         if need == "mixture" and inputs.mixture is None:

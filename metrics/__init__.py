@@ -25,6 +25,7 @@ for _name, _module, _description in (
     ("cmmd", "metrics.cmmd", "CMMD: Gaussian-RBF MMD² (sigma 10) x 1000, biased estimator as the reference (runs when asked for)"),
     ("vendi", "metrics.vendi", "Vendi score: effective number of distinct generated samples, cosine kernel (runs when asked for)"),
     ("top_pr", "metrics.top_pr", "TopP&R: precision/recall over KDE supports above a bootstrap band, outlier-robust (runs when asked for)"),
+    ("class_fd", "metrics.class_fd", "mean over classes of the FD between samples requested as class k and reference rows of class k (runs when asked for)"),
     ("class_accuracy", "metrics.class_accuracy", "fraction of class-conditional samples the extractor's classifier assigns to their requested label (runs when asked for)"),
     ("modes", "metrics.modes", "modes covered, high-quality fraction, reverse KL (reference with mixture components)"),
     ("ct_test", "metrics.data_copying", "C_T data-copying test against the training set (runs when --train is given)"),

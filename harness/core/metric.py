@@ -36,6 +36,7 @@ NEEDS: dict[str, str] = {
     "density": "a reference set whose exact log density is known (DatasetMeta.log_density)",
     "train": "features of the model's training set (eval-samples --train)",
     "labels": "the class each generated row was requested as (a class-conditional model records it)",
+    "real_labels": "the class of each reference row (a labelled data set)",
     "model:Sampler": "a model implementing Sampler",
     "model:LogLikelihood": "a model implementing LogLikelihood (an exact log_prob)",
     "model:LogLikelihood|ProbabilityFlow": "a model implementing LogLikelihood or ProbabilityFlow",
@@ -49,7 +50,7 @@ NEEDS: dict[str, str] = {
 }
 """Every need a metric may declare, with the words the planner uses when it is missing."""
 
-SAMPLE_NEEDS = frozenset({"features", "logits", "samples", "mixture", "density", "train", "labels"})
+SAMPLE_NEEDS = frozenset({"features", "logits", "samples", "mixture", "density", "train", "labels", "real_labels"})
 """Needs met by two sample sets alone (``genbench eval-samples``)."""
 
 ENTRY_MEASURED = frozenset({"value", "value_reason", "uncertainty", "stderr", "block_means"})
@@ -164,6 +165,7 @@ class MetricInputs:
         real_n: the rows behind ``real_stats`` when ``real_features`` is None (``n_real`` reads it).
         fake_logits: float32 [n, K] class logits of the generated set, or None.
         fake_labels: int64 [n] the class each generated row was requested as, or None.
+        real_labels: int64 [n_ref] the class of each reference row (same rows as ``real_features``), or None.
         samples: the generated rows [n, D] in data space (tabular data), or None.
         mixture: the reference set's mixture components (``GaussianMixture``), or None.
         log_density: the reference distribution's exact log density in nats, float64 [N] of rows
@@ -189,6 +191,7 @@ class MetricInputs:
     real_n: int | None = None
     fake_logits: np.ndarray | None = None
     fake_labels: np.ndarray | None = None
+    real_labels: np.ndarray | None = None
     samples: np.ndarray | None = None
     mixture: Any = None
     log_density: Callable[[np.ndarray], np.ndarray] | None = None
@@ -221,6 +224,7 @@ class MetricInputs:
             self, seed=seed, fake_features=pick(self.fake_features), fake_logits=pick(self.fake_logits),
             fake_labels=pick(self.fake_labels), samples=pick(self.samples), fake_stats=None, real_stats=None,
             real_features=None if self.real_features is None else self.real_features[ref_rows],
+            real_labels=None if self.real_labels is None else self.real_labels[ref_rows],
         )
 
 
