@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from baselines.nets import MLP, SmallUNet
+from baselines.nets import field_net
 from harness.core.entries import ModelEntry
 from harness.core.protocols import DataSpec
 from harness.core.rng import BatchRNG
@@ -179,21 +180,18 @@ class DDPM(nn.Module):
     """
 
     supports_importance_sampling = False  # elbo() is the T-term bound with analytic KLs (no IWAE form)
+    config_class: ClassVar[type[DDPMConfig]] = DDPMConfig
+    num_classes: ClassVar[int] = 0  # a class-conditional subclass gives the network a label input
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__()
-        self.config = cfg = DDPMConfig(**kwargs)
+        self.config = cfg = self.config_class(**kwargs)
         self.data_spec = DataSpec(cfg.shape, "continuous", value_range=cfg.value_range)
         self.ema_decay = cfg.ema_decay
         self.default_batch_size = cfg.batch_size
         self.default_steps = cfg.steps
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            if len(cfg.shape) == 1:
-                self.net: nn.Module = MLP(cfg.shape[0], cfg.shape[0], hidden=cfg.hidden, depth=cfg.depth,
-                                          time_dim=cfg.time_dim)
-            else:
-                self.net = SmallUNet(cfg.shape[0], cfg.shape[0], base=cfg.base, time_dim=cfg.time_dim)
+        self.net: nn.Module = field_net(cfg.shape, hidden=cfg.hidden, depth=cfg.depth, base=cfg.base,
+                                        time_dim=cfg.time_dim, seed=cfg.seed, num_classes=self.num_classes)
         betas = linear_betas(cfg.num_timesteps, cfg.beta_start, cfg.beta_end, scale=cfg.scale_betas)
         alphas_bar = torch.cumprod(1 - betas, 0)
         # index i = 0..T: betas[i] = β_i (β_0 = 0 unused), alphas_bar[i] = ᾱ_i with ᾱ_0 = 1
@@ -222,7 +220,11 @@ class DDPM(nn.Module):
 
     def eps(self, x: Tensor, i: Tensor) -> Tensor:
         """ε_θ(x_i, i) for integer steps i [B] in 1..T (network input i/T)."""
-        return self.net(x, i.to(x.dtype) / self.T)
+        return self.eps_net(x, i.to(x.dtype) / self.T)
+
+    def eps_net(self, x: Tensor, t: Tensor) -> Tensor:
+        """The ε network at network time t [B] in (0, 1] (t = i/T; the PF-ODE passes continuous t)."""
+        return self.net(x, t)
 
     def p_mean(self, xt: Tensor, i: Tensor, eps: Tensor) -> Tensor:
         """μ_θ(x_i, i) = (x_i - β_i/√(1-ᾱ_i) ε_θ) / √α_i (Ho et al. eq. 11)."""
@@ -356,7 +358,7 @@ class DDPM(nn.Module):
         x [B, *shape], t [B] in [1e-5, 1] (continuous; the network saw t = i/T in training) -> [B, *shape].
         """
         beta, sigma = self._vp(t)
-        eps = self.net(x, t.to(x.dtype))
+        eps = self.eps_net(x, t.to(x.dtype))
         return -0.5 * self._bc(beta, x) * (x - eps / self._bc(sigma, x))
 
     def prior_log_prob(self, z: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
-"""Class-conditional flow matching with classifier-free guidance (Ho & Salimans 2022, "Classifier-Free
-Diffusion Guidance"; seeds 002 and 004#0).
+"""Class-conditional flow matching and DDPM with classifier-free guidance (Ho & Salimans 2022,
+"Classifier-Free Diffusion Guidance"; seeds 002 and 004#0).
 
 One velocity network v_θ(x, t, y) takes a class label y in 0..C−1 or the null label ∅ = C. Training:
 conditional flow matching on the OT path with σ_min = 0 (as ``rectified-flow``: x_t = t x1 + (1 − t) x0,
@@ -11,6 +11,11 @@ Guided sampling at scale w (Ho & Salimans eq. 6, written for the velocity):
 ṽ = (1 + w) v_θ(x, t, y) − w v_θ(x, t, ∅); w = 0 is the plain conditional model, larger w trades
 diversity for fidelity to y. Integrated from x(0) = ``rng.normal`` to t = 1 by Euler or Heun steps;
 a guided step (w ≠ 0) makes two network calls (conditional, then unconditional), both counted as NFE.
+
+``cfg-ddpm`` is the same recipe for DDPM (Ho et al. 2020; ε-prediction, L_simple): ε_θ(x_i, i, y) with
+label dropout, and Ho & Salimans' eq. 6 itself, ε̃ = (1 + w) ε_θ(x, i, y) − w ε_θ(x, i, ∅), in the
+ancestral or DDIM sampler. Its ELBO and probability-flow ODE are those of the unconditional model
+(the null label), i.e. of the marginal p(x).
 
 Requested labels: example i of a sample set gets label i mod C (``requested_labels``), so a metric
 can recompute what each sample was asked to be from its global index alone.
@@ -25,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from baselines.ddpm import DDPM, DDPMConfig
 from baselines.nets import check_field_shape, field_net
 from harness.core import ode
 from harness.core.entries import ModelEntry
@@ -33,7 +39,7 @@ from harness.core.rng import BatchRNG
 from harness.core.schedule import linear_decay
 from harness.core.validate import finite_positive, in_choices, positive_ints, unit_interval
 
-__all__ = ["GuidedFlowConfig", "GuidedFlowMatching", "REGISTRY"]
+__all__ = ["GuidedDDPM", "GuidedDDPMConfig", "GuidedFlowConfig", "GuidedFlowMatching", "REGISTRY"]
 
 SAMPLERS = ("euler", "heun")
 
@@ -174,6 +180,93 @@ class GuidedFlowMatching(nn.Module):
         return x.clamp(*c.value_range) if len(c.shape) == 3 else x
 
 
+@dataclass(frozen=True)
+class GuidedDDPMConfig(DDPMConfig):
+    """:class:`baselines.ddpm.DDPMConfig` plus the class conditioning (saved in checkpoints).
+
+    Attributes (besides DDPM's):
+        num_classes: C (labels 0..C−1; C is the null label).
+        p_uncond: probability of replacing a training label by the null label.
+        guidance: default guidance scale w of ``sample`` (>= 0).
+    """
+
+    num_classes: int = 10
+    p_uncond: float = 0.1
+    guidance: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive_ints(self, "num_classes")
+        unit_interval(self, "p_uncond", open_low=True, hint=" (the null label must be trained)")
+        _check_guidance(self.guidance)
+
+
+class GuidedDDPM(DDPM):
+    """Class-conditional DDPM with label dropout and classifier-free guidance (module docstring).
+    A Sampler; LowerBound and ProbabilityFlow of the unconditional (null-label) model. Config:
+    :class:`GuidedDDPMConfig`."""
+
+    uses_labels = True  # harness.train passes each batch's labels to training_step
+    config_class = GuidedDDPMConfig
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._labels: Tensor | None = None  # the labels of the current call; None: the null label
+        self._w = 0.0
+
+    @property
+    def num_classes(self) -> int:  # type: ignore[override]
+        return self.config.num_classes
+
+    @property
+    def null_label(self) -> int:
+        return self.config.num_classes
+
+    def requested_labels(self, indices: Any) -> Tensor:
+        """int64 labels of the examples with these global indices: i mod C."""
+        return torch.as_tensor(list(indices), dtype=torch.int64) % self.config.num_classes
+
+    def eps_net(self, x: Tensor, t: Tensor) -> Tensor:
+        """ε̃ = (1 + w) ε_θ(x, t, y) − w ε_θ(x, t, ∅) for the current call's labels y and scale w
+        (one network call at w = 0 or without labels, two otherwise)."""
+        null = torch.full((x.shape[0],), self.null_label, dtype=torch.int64, device=x.device)
+        if self._labels is None:
+            return self.net(x, t, null)
+        cond = self.net(x, t, self._labels)
+        if self._w == 0:
+            return cond
+        return (1.0 + self._w) * cond - self._w * self.net(x, t, null)
+
+    def training_step(self, batch: Tensor, *, step: int, optimizers: list[torch.optim.Optimizer],
+                      generator: torch.Generator, labels: Tensor) -> dict[str, float]:
+        """One step of L_simple with label dropout (drawn from ``generator`` before DDPM's i and ε)."""
+        c = self.config
+        if int(labels.min()) < 0 or int(labels.max()) >= c.num_classes:
+            raise ValueError(f"labels must be in 0..{c.num_classes - 1} (num_classes={c.num_classes}), got "
+                             f"{int(labels.min())}..{int(labels.max())}")
+        drop = (torch.rand(len(labels), generator=generator) < c.p_uncond).to(labels.device)
+        self._labels, self._w = torch.where(drop, torch.full_like(labels, self.null_label), labels), 0.0
+        try:
+            return super().training_step(batch, step=step, optimizers=optimizers, generator=generator)
+        finally:
+            self._labels = None
+
+    @torch.no_grad()
+    def sample(self, n: int, rng: BatchRNG, *, guidance: float | None = None, sampler: str = "ancestral",
+               steps: int | None = None, eta: float = 0.0) -> Tensor:
+        """[n, *shape] samples of the requested labels (``requested_labels(rng.indices)``) at guidance w,
+        by DDPM's ``sampler`` (``ancestral`` or ``ddim``); image samples are clamped to ``value_range``."""
+        if len(rng) != n:
+            raise ValueError(f"sample(n={n}, rng) needs a BatchRNG over n examples, got one over {len(rng)}")
+        w = _check_guidance(self.config.guidance if guidance is None else guidance)
+        self._labels, self._w = self.requested_labels(rng.indices).to(self.alphas_bar.device), w
+        try:
+            x = super().sample(n, rng, sampler=sampler, steps=steps, eta=eta)
+            return x.clamp(*self.config.value_range) if len(self.config.shape) == 3 else x
+        finally:
+            self._labels, self._w = None, 0.0
+
+
 _TINY = {"hidden": 16, "depth": 2, "base": 8, "time_dim": 8, "steps": 5, "batch_size": 16, "sample_steps": 2,
          "guidance": 1.0}
 REGISTRY: tuple[ModelEntry, ...] = (
@@ -181,4 +274,9 @@ REGISTRY: tuple[ModelEntry, ...] = (
                "class-conditional flow matching (OT path) with label dropout and classifier-free guidance (Ho & "
                "Salimans 2022): sample at --sample-option guidance=W; labels i mod C; NFE counts both passes",
                tiny_config={**_TINY, "shape": [2], "num_classes": 8}),
+    ModelEntry("cfg-ddpm", "guidance", "baselines.guidance:GuidedDDPM",
+               "class-conditional DDPM (eps-prediction) with label dropout and classifier-free guidance (Ho & Salimans "
+               "2022, eq. 6): sample at --sample-option guidance=W; labels i mod C; bound and PF-ODE of the null label",
+               tiny_config={"num_timesteps": 25, "hidden": 16, "depth": 2, "time_dim": 8, "steps": 5, "batch_size": 16,
+                            "guidance": 1.0, "shape": [2], "num_classes": 8}),
 )

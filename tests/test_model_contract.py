@@ -43,6 +43,7 @@ VARIANTS = {
     "consistency-cd[image]": ("consistency-cd", {"shape": [1, 28, 28], "base": 8, "batch_size": 8}),
     "latent-fm[f=1]": ("latent-fm", {"factor": 1, "ae_steps": 0}),
     "cfg-fm[image]": ("cfg-fm", {"shape": [1, 28, 28], "num_classes": 10}),
+    "cfg-ddpm[image]": ("cfg-ddpm", {"shape": [1, 28, 28], "num_classes": 10, "base": 8}),
     "latent-fm[f=2]": ("latent-fm", {"factor": 2}),
     "latent-fm[f=7]": ("latent-fm", {"factor": 7}),
 }
