@@ -67,20 +67,17 @@ def test_training_on_unlabelled_data_is_refused(tmp_path):
     assert not (tmp_path / "m.pt").exists()
 
 
-def test_a_seeded_run_on_8_gaussians_puts_samples_in_their_requested_mode(tmp_path):
-    """cfg-fm on 8gaussians (labels = mode index), seed 0, 1500 steps. Measured on 800 samples (100 per
-    requested mode, 20 Euler steps): every sample lands nearest its requested mode at w = 0, 1 and 3
-    (chance: 1/8), and the fraction within 3σ of a mode rises from 0.89 at w = 0 to 1.0 at w = 1 and 3:
-    guidance sharpens the conditional. Thresholds: 95% in the requested mode at w = 0; w = 1 at least
-    0.05 above w = 0 within 3σ, and w = 3 at least 0.95."""
+def _mode_hits(tmp_path, name: str, extra: dict) -> dict[float, tuple[float, float]]:
+    """Train ``name`` on 8gaussians (labels = mode index; seed 0, 1500 steps, 3 x 128 MLP, p_uncond 0.2) and
+    return {w: (fraction of 800 samples nearest their requested mode, fraction within 3σ of a mode)}."""
     from harness.datasets.toys import MIXTURES
     from harness.runner import ModelEvalConfig, load_model
     from harness.train import TrainConfig, train
 
     out = tmp_path / "cfg.pt"
-    train(TrainConfig(model="cfg-fm", dataset="8gaussians-train", out=str(out), steps=1500, seed=0, num_train=5000),
-          model_config={**SMALL, "hidden": 128, "depth": 3, "time_dim": 16, "lr": 2e-3, "lr_schedule": "linear",
-                        "steps": 1500, "batch_size": 256, "p_uncond": 0.2}, progress=False)
+    train(TrainConfig(model=name, dataset="8gaussians-train", out=str(out), steps=1500, seed=0, num_train=5000),
+          model_config={**SMALL, "hidden": 128, "depth": 3, "time_dim": 16, "lr": 2e-3, "steps": 1500,
+                        "batch_size": 256, "p_uncond": 0.2, **extra}, progress=False)
     model = load_model(ModelEvalConfig(dataset="8gaussians-test", checkpoint=str(out))).model
     centers = MIXTURES["8gaussians"].centers
     result = {}
@@ -89,6 +86,16 @@ def test_a_seeded_run_on_8_gaussians_puts_samples_in_their_requested_mode(tmp_pa
         d = np.sqrt(((x[:, None] - centers[None]) ** 2).sum(-1))
         hit = d.argmin(1) == np.arange(800) % 8
         result[w] = (float(hit.mean()), float((d.min(1) < 0.06).mean()))
+    return result
+
+
+def test_a_seeded_run_on_8_gaussians_puts_samples_in_their_requested_mode(tmp_path):
+    """cfg-fm on 8gaussians (labels = mode index), seed 0, 1500 steps. Measured on 800 samples (100 per
+    requested mode, 20 Euler steps): every sample lands nearest its requested mode at w = 0, 1 and 3
+    (chance: 1/8), and the fraction within 3σ of a mode rises from 0.89 at w = 0 to 1.0 at w = 1 and 3:
+    guidance sharpens the conditional. Thresholds: 95% in the requested mode at w = 0; w = 1 at least
+    0.05 above w = 0 within 3σ, and w = 3 at least 0.95."""
+    result = _mode_hits(tmp_path, "cfg-fm", {"lr_schedule": "linear"})
     assert result[0.0][0] > 0.95, result
     assert result[1.0][1] > result[0.0][1] + 0.05 and result[3.0][1] >= 0.95, result
 
@@ -158,21 +165,6 @@ def test_a_seeded_guided_ddpm_on_8_gaussians_puts_samples_in_their_requested_mod
     and the fraction within 3σ of a mode rises from 0.41 at w = 0 to 0.84 at w = 1 and 0.995 at w = 3 (the
     unguided DDPM's modes are still wide at this budget; guidance sharpens them). Thresholds: 95% in the
     requested mode at w = 0; w = 1 at least 0.2 above w = 0 within 3σ, and w = 3 at least 0.95."""
-    from harness.datasets.toys import MIXTURES
-    from harness.runner import ModelEvalConfig, load_model
-    from harness.train import TrainConfig, train
-
-    out = tmp_path / "cfg.pt"
-    train(TrainConfig(model="cfg-ddpm", dataset="8gaussians-train", out=str(out), steps=1500, seed=0, num_train=5000),
-          model_config={**SMALL, "hidden": 128, "depth": 3, "time_dim": 16, "lr": 2e-3, "steps": 1500,
-                        "batch_size": 256, "p_uncond": 0.2}, progress=False)
-    model = load_model(ModelEvalConfig(dataset="8gaussians-test", checkpoint=str(out))).model
-    centers = MIXTURES["8gaussians"].centers
-    result = {}
-    for w in (0.0, 1.0, 3.0):
-        x = model.sample(800, BatchRNG(0, range(800)), guidance=w).numpy()
-        d = np.sqrt(((x[:, None] - centers[None]) ** 2).sum(-1))
-        hit = d.argmin(1) == np.arange(800) % 8
-        result[w] = (float(hit.mean()), float((d.min(1) < 0.06).mean()))
+    result = _mode_hits(tmp_path, "cfg-ddpm", {})
     assert result[0.0][0] > 0.95, result
     assert result[1.0][1] > result[0.0][1] + 0.2 and result[3.0][1] >= 0.95, result
