@@ -428,3 +428,24 @@ def test_equivalence_uses_the_tost_interval_at_twice_alpha():
     margin = 0.055  # 1.645 x 0.03 = 0.049 < 0.055 < 1.96 x 0.03 = 0.059
     v = evaluate_claim(_claim("within", margin=margin), {"a": a, "b": b})
     assert v.verdict == SUPPORTED and "90% CI (TOST at α = 0.05)" in v.evidence[0]
+
+
+def test_non_inferiority_is_one_sided_at_alpha_with_its_margin():
+    """``less: [a, b]`` with a margin m claims a < b + m: decided by the 90% interval of d − m
+    (one-sided at α = 0.05). a better than b is supported; a worse by less than m too (when the interval
+    says so); a worse by more than m is not supported; a margin with three rows or on a ratio is refused."""
+    def est(mean):
+        return Estimate(mean, 0.01, math.inf, 1)
+
+    claim = _claim("less", margin=0.05)
+    assert evaluate_claim(claim, {"a": est(0.90), "b": est(1.0)}).verdict == SUPPORTED
+    assert evaluate_claim(claim, {"a": est(1.02), "b": est(1.0)}).verdict == SUPPORTED  # 0.02 + 1.645 x 0.014 < 0.05
+    assert evaluate_claim(claim, {"a": est(1.05), "b": est(1.0)}).verdict == INCONCLUSIVE
+    v = evaluate_claim(claim, {"a": est(1.10), "b": est(1.0)})
+    assert v.verdict == NOT_SUPPORTED and "non-inferiority margin 0.05" in v.evidence[0] and "90% CI" in v.evidence[0]
+    assert evaluate_claim(_claim("greater", margin=0.05), {"a": est(0.99), "b": est(1.0)}).verdict == SUPPORTED
+    assert evaluate_claim(_claim("less"), {"a": est(1.05), "b": est(1.0)}).verdict == NOT_SUPPORTED  # no margin: a < b
+    with pytest.raises(ValueError, match="needs 2 rows"):
+        _claim("less", rows=("a", "b", "c"), margin=0.1)
+    with pytest.raises(ValueError, match="ratio takes at_least, not margin"):
+        _claim("ratio", at_least=1.0, margin=0.1)

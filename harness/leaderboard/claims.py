@@ -8,7 +8,9 @@ for named rows of a leaderboard:
 * ``ratio`` — mean(numerator) / mean(denominator) >= ``at_least`` (e.g. "OT paths need ~2x fewer
   NFE": ratio of DDPM's NFE to FM-OT's at least 1.5);
 * ``within`` — |a − b| <= ``margin`` (an equivalence claim, e.g. "the three std
-  parameterisations are practically equivalent").
+  parameterisations are practically equivalent");
+* ``less`` / ``greater`` of two rows with a ``margin`` — a < b + margin (or a > b − margin): a
+  non-inferiority claim ("matches or beats": a is worse than b by less than the margin).
 
 Verdicts come from two-sided ``confidence`` intervals (default 95 %):
 
@@ -21,7 +23,9 @@ Verdicts come from two-sided ``confidence`` intervals (default 95 %):
   when every pair is, not supported when any pair is, and inconclusive otherwise. ``within`` is a
   two one-sided test (Schuirmann 1987) at level α = 1 − ``confidence`` (0.05): the two one-sided
   tests at α are decided by the (1 − 2α) interval (90 %), supported when it lies inside
-  [−margin, margin], not supported when it lies wholly outside, inconclusive otherwise.
+  [−margin, margin], not supported when it lies wholly outside, inconclusive otherwise. A
+  non-inferiority claim is the one one-sided test at α of that pair, decided by the same (1 − 2α)
+  interval of d ∓ margin.
 * Two single-seed rows evaluated on the same examples (a likelihood on one test set) are compared
   paired, from their block means (:func:`_paired_blocks`), instead of by two independent
   standard errors.
@@ -136,7 +140,7 @@ class Claim:
     kind: str  # one of KINDS
     rows: tuple[str, ...]
     at_least: float | None = None  # ratio
-    margin: float | None = None  # within
+    margin: float | None = None  # within; or a non-inferiority margin of a two-row less/greater
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
@@ -149,6 +153,11 @@ class Claim:
             raise ValueError(f"claim {self.id}: ratio needs at_least > 0")
         if self.kind == "within" and (self.margin is None or self.margin < 0):
             raise ValueError(f"claim {self.id}: within needs margin >= 0")
+        if self.kind in ("less", "greater") and self.margin is not None and (len(self.rows) != 2 or self.margin < 0):
+            raise ValueError(f"claim {self.id}: a {self.kind} claim with a margin (non-inferiority) needs 2 rows and "
+                             f"margin >= 0, got {list(self.rows)} and {self.margin}")
+        if self.kind == "ratio" and self.margin is not None:
+            raise ValueError(f"claim {self.id}: ratio takes at_least, not margin")
         if not 0.5 < self.confidence < 1:
             raise ValueError(f"claim {self.id}: confidence must be in (0.5, 1), got {self.confidence}")
 
@@ -195,10 +204,12 @@ def _pair(claim: Claim, a: str, b: str, ea: Estimate, eb: Estimate) -> tuple[str
     d = ea.mean - eb.mean
     paired = _paired_blocks(ea, eb)
     se, df = paired if paired else (math.hypot(ea.se, eb.se), _welch_df(ea, eb))
-    level = 2 * claim.confidence - 1 if claim.kind == "within" else claim.confidence  # TOST: the 1 − 2α interval
+    one_sided = claim.kind != "within" and claim.margin is not None  # non-inferiority
+    level = 2 * claim.confidence - 1 if claim.kind == "within" or one_sided else claim.confidence  # the 1 − 2α interval
     hw = _quantile(level, df) * se if se > 0 else 0.0
     lo, hi = d - hw, d + hw
     pct = f"{round(level * 100)}% CI" + (f" (TOST at α = {1 - claim.confidence:.2g})" if claim.kind == "within" else "")
+    pct += f" (one-sided test at α = {1 - claim.confidence:.2g})" if one_sided else ""
     pct += f", paired over the same examples ({len(ea.blocks)} blocks)" if paired else ""
     interval = f"Δ = {a} − {b} = {_fmt(d)}, {pct} [{_fmt(lo)}, {_fmt(hi)}]" if se > 0 else f"Δ = {a} − {b} = {_fmt(d)} (exact)"
     if claim.kind == "within":
@@ -210,10 +221,14 @@ def _pair(claim: Claim, a: str, b: str, ea: Estimate, eb: Estimate) -> tuple[str
         else:
             verdict = INCONCLUSIVE
         return verdict, f"{interval}; margin ±{_fmt(m)}"
+    shift = 0.0
+    if one_sided:  # a < b + m, i.e. d − m < 0 (less); a > b − m, i.e. d + m > 0 (greater)
+        shift = -float(claim.margin) if claim.kind == "less" else float(claim.margin)  # type: ignore[arg-type]
+        interval += f"; non-inferiority margin {_fmt(float(claim.margin))}"  # type: ignore[arg-type]
     if se == 0:
-        ok = d < 0 if claim.kind == "less" else d > 0
+        ok = d + shift < 0 if claim.kind == "less" else d + shift > 0
         return (SUPPORTED if ok else NOT_SUPPORTED), interval
-    return _side(lo, hi, claimed_positive=claim.kind == "greater"), interval
+    return _side(lo + shift, hi + shift, claimed_positive=claim.kind == "greater"), interval
 
 
 def _ratio(claim: Claim, num: str, den: str, en: Estimate, ed: Estimate) -> tuple[str, str]:

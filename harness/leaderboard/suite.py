@@ -42,7 +42,8 @@ reproduced::
         statement: reflow straightens the flow
         source: Liu et al. 2023, sec. 3 (seed 004#5)
         column: straightness
-        less: [rf2, rf1]                     # or greater: [...], ratio: [num, den] + at_least, within: [a, b] + margin
+        less: [rf2, rf1]                     # or greater: [...], ratio: [num, den] + at_least, within: [a, b] + margin;
+                                             # less/greater of 2 rows + margin: non-inferiority (a < b + margin)
         confidence: 0.95                     # optional
 
 Rows whose model, arguments, data, training options and seed are the same share one trained
