@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from baselines.ddpm import DDPM, DDPMConfig
+from baselines.ddpm import DDPM, DDPMConfig, check_rng
 from baselines.nets import check_field_shape, field_net
 from harness.core import ode
 from harness.core.entries import ModelEntry
@@ -99,7 +99,28 @@ def _check_guidance(w: Any) -> float:
     return float(w)
 
 
-class GuidedFlowMatching(nn.Module):
+class _ClassConditional:
+    """What both guided models share: the null label C, the requested labels i mod C, the label check."""
+
+    config: Any
+
+    @property
+    def null_label(self) -> int:
+        return self.config.num_classes
+
+    def requested_labels(self, indices: Any) -> Tensor:
+        """int64 labels of the examples with these global indices: i mod C."""
+        return torch.as_tensor(list(indices), dtype=torch.int64) % self.config.num_classes
+
+    def check_labels(self, labels: Tensor) -> None:
+        """Raise unless every training label is in 0..C−1."""
+        c = self.config.num_classes
+        if int(labels.min()) < 0 or int(labels.max()) >= c:
+            raise ValueError(f"labels must be in 0..{c - 1} (num_classes={c}), got "
+                             f"{int(labels.min())}..{int(labels.max())}")
+
+
+class GuidedFlowMatching(_ClassConditional, nn.Module):
     """Class-conditional flow matching with label dropout; a Sampler with guidance (module docstring)."""
 
     uses_labels = True  # harness.train passes each batch's labels to training_step
@@ -117,14 +138,6 @@ class GuidedFlowMatching(nn.Module):
     def ema_decay(self) -> float | None:
         return self.config.ema_decay or None
 
-    @property
-    def null_label(self) -> int:
-        return self.config.num_classes
-
-    def requested_labels(self, indices: Any) -> Tensor:
-        """int64 labels of the examples with these global indices: i mod C."""
-        return torch.as_tensor(list(indices), dtype=torch.int64) % self.config.num_classes
-
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [torch.optim.Adam(self.parameters(), lr=self.config.lr)]
 
@@ -135,9 +148,7 @@ class GuidedFlowMatching(nn.Module):
         c = self.config
         if c.lr_schedule == "linear":
             linear_decay(opt, c.lr, step, 0, c.steps)
-        if int(labels.min()) < 0 or int(labels.max()) >= c.num_classes:
-            raise ValueError(f"labels must be in 0..{c.num_classes - 1} (num_classes={c.num_classes}), got "
-                             f"{int(labels.min())}..{int(labels.max())}")
+        self.check_labels(labels)
         x1 = batch.to(torch.float32)
         b = x1.shape[0]
         x0 = torch.randn(x1.shape, generator=generator).to(x1.device)
@@ -162,8 +173,7 @@ class GuidedFlowMatching(nn.Module):
     def sample(self, n: int, rng: BatchRNG, *, guidance: float | None = None, sampler: str | None = None,
                steps: int | None = None) -> Tensor:
         """[n, *shape] samples of the requested labels (``requested_labels(rng.indices)``) at guidance w."""
-        if len(rng) != n:
-            raise ValueError(f"sample(n={n}, rng) needs a BatchRNG over n examples, got one over {len(rng)}")
+        check_rng(n, rng)
         c = self.config
         w = _check_guidance(c.guidance if guidance is None else guidance)
         sampler = sampler or c.sampler
@@ -201,7 +211,7 @@ class GuidedDDPMConfig(DDPMConfig):
         _check_guidance(self.guidance)
 
 
-class GuidedDDPM(DDPM):
+class GuidedDDPM(_ClassConditional, DDPM):
     """Class-conditional DDPM with label dropout and classifier-free guidance (module docstring).
     A Sampler; LowerBound and ProbabilityFlow of the unconditional (null-label) model. Config:
     :class:`GuidedDDPMConfig`."""
@@ -218,14 +228,6 @@ class GuidedDDPM(DDPM):
     def num_classes(self) -> int:  # type: ignore[override]
         return self.config.num_classes
 
-    @property
-    def null_label(self) -> int:
-        return self.config.num_classes
-
-    def requested_labels(self, indices: Any) -> Tensor:
-        """int64 labels of the examples with these global indices: i mod C."""
-        return torch.as_tensor(list(indices), dtype=torch.int64) % self.config.num_classes
-
     def eps_net(self, x: Tensor, t: Tensor) -> Tensor:
         """ε̃ = (1 + w) ε_θ(x, t, y) − w ε_θ(x, t, ∅) for the current call's labels y and scale w
         (one network call at w = 0 or without labels, two otherwise)."""
@@ -241,9 +243,7 @@ class GuidedDDPM(DDPM):
                       generator: torch.Generator, labels: Tensor) -> dict[str, float]:
         """One step of L_simple with label dropout (drawn from ``generator`` before DDPM's i and ε)."""
         c = self.config
-        if int(labels.min()) < 0 or int(labels.max()) >= c.num_classes:
-            raise ValueError(f"labels must be in 0..{c.num_classes - 1} (num_classes={c.num_classes}), got "
-                             f"{int(labels.min())}..{int(labels.max())}")
+        self.check_labels(labels)
         drop = (torch.rand(len(labels), generator=generator) < c.p_uncond).to(labels.device)
         self._labels, self._w = torch.where(drop, torch.full_like(labels, self.null_label), labels), 0.0
         try:
@@ -256,8 +256,7 @@ class GuidedDDPM(DDPM):
                steps: int | None = None, eta: float = 0.0) -> Tensor:
         """[n, *shape] samples of the requested labels (``requested_labels(rng.indices)``) at guidance w,
         by DDPM's ``sampler`` (``ancestral`` or ``ddim``); image samples are clamped to ``value_range``."""
-        if len(rng) != n:
-            raise ValueError(f"sample(n={n}, rng) needs a BatchRNG over n examples, got one over {len(rng)}")
+        check_rng(n, rng)
         w = _check_guidance(self.config.guidance if guidance is None else guidance)
         self._labels, self._w = self.requested_labels(rng.indices).to(self.alphas_bar.device), w
         try:
