@@ -231,9 +231,13 @@ class D3PM(nn.Module):
         return joint / joint.sum(-1, keepdim=True).clamp_min(_TINY_LOG)
 
     def sample_categorical(self, probs: Tensor, u: Tensor) -> Tensor:
-        """Inverse-CDF draws: int64 [*u.shape] from probs [*u.shape, S] at uniforms u in [0, 1)."""
+        """Inverse-CDF draws: int64 [*u.shape] from probs [*u.shape, S] at uniforms u in [0, 1).
+
+        The draw is the first state whose CDF exceeds u·total, so it always has positive probability
+        (u = 0 included, which ``torch.rand`` returns once in 2^24 draws: a state of probability 0,
+        such as a data level other than x_0 in the absorbing chain, would make the posterior 0/0)."""
         cdf = probs.cumsum(-1)
-        return (cdf < (u.to(cdf.dtype) * cdf[..., -1]).unsqueeze(-1)).sum(-1).clamp_max(probs.shape[-1] - 1)
+        return (cdf <= (u.to(cdf.dtype) * cdf[..., -1]).unsqueeze(-1)).sum(-1).clamp_max(probs.shape[-1] - 1)
 
     # ----- the network --------------------------------------------------------------------------
 

@@ -151,6 +151,20 @@ def test_hybrid_loss_adds_lambda_times_the_cross_entropy_and_sampling_costs_T_ca
         model.elbo(x0, num_importance=2)
 
 
+def test_categorical_draws_never_land_on_a_state_of_probability_zero():
+    """u = 0 (once in 2^24 torch.rand draws) once picked state 0 whatever its probability; in the
+    absorbing chain that made x_t impossible given x_0, the posterior 0/0 and training NaN."""
+    model = D3PM(transition="absorbing", levels=4, num_timesteps=3, **SMALL)
+    probs = torch.tensor([[0.0, 0.0, 0.25, 0.75, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    for u, want in ((0.0, [2, 1]), (0.2499, [2, 1]), (0.25, [3, 1]), (1.0 - 2.0**-24, [3, 1])):
+        draw = model.sample_categorical(probs, torch.full((2,), u))
+        assert draw.tolist() == want, (u, draw)
+    x0 = torch.full((1, 1, 4, 4), 2)
+    for t in (1, 2, 3):
+        vlb, ce = model.losses(x0, torch.tensor([t]), torch.zeros(x0.shape))
+        assert torch.isfinite(vlb).all() and torch.isfinite(ce).all(), t
+
+
 def test_levels_and_quantized_data_sets():
     v = torch.arange(256)
     assert torch.equal(pixels_to_levels(v, 2), (v >= 128).long()) and torch.equal(pixels_to_levels(v, 256), v)
