@@ -353,6 +353,18 @@ def test_derived_columns_from_a_record():
     assert column_value(guided, "guidance_scale") == (1.5, None)
 
 
+def test_bits_per_dim_of_grey_level_data_is_its_own_kind():
+    from harness.leaderboard.columns import COLUMNS, bpd_kind, column_value
+    # the dequantization fields metrics.likelihood records for K = 4 and K = 256 levels
+    entry = {"value": 1.1, "stderr": 0.01, "dequantization": "none: 4 grey levels, level = round(pixel * 3 / 255)"}
+    assert bpd_kind(entry) == "discrete"
+    assert bpd_kind({"dequantization": "none: integer levels 0..255"}) == "discrete"
+    assert "elbo_bpd_discrete" in COLUMNS
+    record = {"metrics": {"elbo_bpd": entry}}
+    assert column_value(record, "elbo_bpd_discrete") == (1.1, 0.01)
+    assert column_value(record, "elbo_bpd_dequantized") is None
+
+
 def test_single_seed_rows_on_the_same_examples_are_paired_by_block_means():
     # a hard and an easy half of the test set shared by both rows: the per-row standard errors are large,
     # but row a is better than row b on every block by 0.5

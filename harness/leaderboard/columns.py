@@ -20,10 +20,12 @@ derived quantities below, each computed from fields the record already holds:
   row's objective costs, data batching and checkpoints included);
 * ``<bits/dim key>_<kind>`` for ``bpd``, ``elbo_bpd``, ``iwae_bpd`` and the kinds ``continuous``
   (real-valued rows scored as they are: a differential entropy, can be negative), ``dequantized``
-  (8-bit pixels uniformly dequantized: a density on [0, 256)^D in bits/dim) and ``binarized``
-  (pixels thresholded to {0, 1}: a probability mass) — the value only when the record's kind is
-  that one. The three are different quantities: a table never puts two kinds in one column (a
-  plain bits/dim column whose rows differ in kind is refused by :func:`bpd_kind_conflicts`).
+  (8-bit pixels uniformly dequantized: a density on [0, 256)^D in bits/dim), ``binarized``
+  (pixels thresholded to {0, 1}: a probability mass) and ``discrete`` (pixels as K grey levels,
+  K = 3..256: a probability mass over K^D states, at most log2 K bits/dim) — the value only when the
+  record's kind is that one. The four are different quantities: a table never puts two kinds in
+  one column (a plain bits/dim column whose rows differ in kind is refused by
+  :func:`bpd_kind_conflicts`).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ after the metric key named beside it (None: at the end)."""
 _UNIT_SHOWN = frozenset({"bits/dim", "nats", "s"})
 
 BPD_KEYS = ("bpd", "elbo_bpd", "iwae_bpd")
-BPD_KINDS = {"continuous": "continuous", "dequantized": "8-bit dequantized", "binarized": "binarized"}
+BPD_KINDS = {"continuous": "continuous", "dequantized": "8-bit dequantized", "binarized": "binarized",
+             "discrete": "discrete grey levels"}
 
 
 def _kind_column(key: str) -> tuple[str, str] | None:
@@ -87,6 +90,8 @@ def bpd_kind(entry: dict[str, Any]) -> str | None:
         return "dequantized"
     if "continuous" in how:
         return "continuous"
+    if "grey levels" in how or "integer levels" in how:
+        return "discrete"
     return None
 
 
