@@ -37,10 +37,11 @@ Verdicts come from two-sided ``confidence`` intervals (default 95 %):
   data or chance row) must beat every chance row that has the claim's column, by the same interval
   test in the column's better direction; if one does not, the verdict is ``inconclusive (at
   chance)`` whatever the comparison says, and the evidence names the row and the chance row.
-* **Under-trained rows.** A row whose model had not converged (its metric moved by more than twice
-  the spread of a run between its last two checkpoints, at 3/4 of the steps and at the end:
-  :func:`converged`) is no evidence for or against a claim: a
-  claim naming one is ``inconclusive (under-trained)``, before the chance rule.
+* **Under-trained rows.** A row whose model had not converged (one of the suite's claim metrics moved
+  by more than twice the spread of a run between its last two checkpoints, at 3/4 of the steps and at
+  the end: :func:`converged`) is no evidence for or against a claim on what training learns, whichever
+  claim metric moved: a claim naming one is ``inconclusive (under-trained)``, over the chance rule.
+  Claims on cost columns (timings, sizes) are exempt; ``harness.leaderboard.render`` builds the map.
 """
 
 from __future__ import annotations

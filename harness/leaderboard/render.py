@@ -81,8 +81,10 @@ def collect(suite: LeaderboardSuite, results_dir: Path) -> SuiteResults:
         column = {r: e[claim.column] for r, e in estimates.items() if claim.column in e}
         chance = {r.id: column[r.id] for r in suite.rows if r.role == "chance" and r.id in column
                   and r.eval_dataset in {suite.row(x).eval_dataset for x in claim.rows}}
-        stalled = {r: why[claim.column] for r, why in under_trained.items() if claim.column in why}
-        stalled.update({r: why["*"] for r, why in under_trained.items() if "*" in why})
+        # A row that failed its check on any claim column is under-trained for every claim on what
+        # training learns; a claim on a cost column (timings, sizes) only sees the trained_if threshold.
+        stalled = {r: "; ".join(why.values()) if not COLUMNS[claim.column].cost else why["*"]
+                   for r, why in under_trained.items() if not COLUMNS[claim.column].cost or "*" in why}
         verdicts.append(evaluate_claim(claim, column, chance=chance, exempt=exempt,
                                        higher_is_better=COLUMNS[claim.column].higher_is_better, under_trained=stalled))
     return SuiteResults(suite=suite, records=records, estimates=estimates, verdicts=tuple(verdicts),
@@ -207,8 +209,11 @@ CLAIM_METHOD = (
     "likelihoods on the same test examples paired by block means; ratios on the log scale; equivalence "
     "(within a margin) by two one-sided tests at α = 0.05, i.e. the 90% interval): supported when the "
     "interval lies on the claimed side, not supported when it lies on the other side, inconclusive when it "
-    "straddles. A claim whose model rows do not all beat every chance row on its column is inconclusive "
-    "(at chance).")
+    "straddles; non-inferiority (worse by less than a margin) by the one-sided test at α = 0.05, the same 90% "
+    "interval. A claim whose model rows do not all beat every chance row on its column is inconclusive (at "
+    "chance); one naming a row that had not converged (any claim metric still moving over the last quarter of "
+    "training, or a trained_if threshold missed) is inconclusive (under-trained), since an under-trained model "
+    "is evidence neither for nor against the paper.")
 
 
 def _protocol_rows(res: SuiteResults) -> tuple[list[str], list[list[str]]]:
