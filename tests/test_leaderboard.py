@@ -318,6 +318,20 @@ def test_convergence_check_skips_cost_columns_and_says_which_way_a_row_moved(tmp
                 in why[key]
 
 
+def test_a_row_under_trained_on_one_claim_metric_is_under_trained_for_every_claim_but_cost_ones():
+    """The committed D3PM rows stopped moving on FD but not on the ELBO: they are under-trained models,
+    so the FD claim naming them is no evidence either way; SI-b (a timing ratio) names the
+    under-trained trigonometric interpolant and is still decided, since cost says nothing of training."""
+    d3pm = collect(load_leaderboard_suite("d3pm"), ROOT / "results")
+    fd_only = {r for r, why in d3pm.under_trained.items() if "fid" not in why}
+    assert fd_only >= {"uniform", "absorbing"}, d3pm.under_trained
+    verdict = {v.claim.id: v for v in d3pm.verdicts}["D3PM-a-fd"]
+    assert verdict.verdict == "inconclusive (under-trained)" and "uniform under-trained: ELBO" in "; ".join(verdict.evidence)
+    si = collect(load_leaderboard_suite("interpolants"), ROOT / "results")
+    assert "si-trig" in si.under_trained
+    assert {v.claim.id: v.verdict for v in si.verdicts}["SI-b"] == "supported"
+
+
 def test_last_phase_start_must_leave_a_checkpoint_inside_the_phase(tmp_path):
     def suite(train):
         path = tmp_path / "t.yaml"
