@@ -125,6 +125,8 @@ SEED_VALUES = {
     ('interpolants', 'InterFlow, MINIBOONE', 'bpd_nll_nats', '10.42'),
     ('interpolants', 'FFJORD, BSDS300', 'bpd_nll_nats', '-157.40'),
     ('interpolants', 'InterFlow, BSDS300', 'bpd_nll_nats', '-156.22'),
+    ('latent-diffusion', 'LDM-4, CelebA-HQ 256, 500 DDIM steps', 'fid', '5.11'),
+    ('latent-diffusion', 'LDM-4-G, CFG s = 1.5', 'fid', '3.60'),
 }
 
 
